@@ -1,0 +1,509 @@
+//! The token cache every clone of the service shares.
+//!
+//! - **Hot path**: [`TokenCache::current`] reads the cached entry through an
+//!   [`ArcSwapOption`] (no lock, no allocation) and checks the clock.
+//! - **Single flight**: every fetch runs as one spawned task whose result is a
+//!   [`Shared`] future; all requests needing a token await that one fetch, so
+//!   N concurrent requests cause one token request, and the fetch completes
+//!   even when the request that started it is dropped.
+//! - **Refresh-ahead**: once past `refresh_at` (a jittered margin before
+//!   expiry) a request starts a background fetch and goes on with the still
+//!   valid token. If that fetch fails, the old token is served until it
+//!   expires and the refresh is tried again later.
+//! - **Generations**: each entry has a number; a `401` invalidates the entry
+//!   only if it is still the one the failed request carried.
+//! - **Failure backoff**: after a non-transient failure (wrong credentials,
+//!   invalid response) requests fail fast with that error for a window,
+//!   rather than hammering the token endpoint.
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwapOption;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use http::HeaderValue;
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::{Token, TokenError, TokenErrorKind, TokenSource};
+
+/// The lifetime assumed when a token states none, or a zero, negative or
+/// non-numeric one: one hour. A token that dies earlier is caught by the
+/// `401` retry.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(60 * 60);
+
+/// The longest lifetime believed (365 days); longer ones are clamped.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The shortest lifetime believed (one second); shorter ones are raised to
+/// it, so that a token is usable at least once.
+pub const MIN_LIFETIME: Duration = Duration::from_secs(1);
+
+/// Tuning of the cache; the layer's builder sets it.
+#[derive(Clone, Debug)]
+pub(crate) struct CacheConfig {
+    pub(crate) fetch_timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) retry_backoff: Duration,
+    pub(crate) max_retry_backoff: Duration,
+    pub(crate) failure_backoff: Duration,
+    pub(crate) max_refresh_margin: Duration,
+    pub(crate) default_lifetime: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            fetch_timeout: Duration::from_secs(30),
+            max_retries: 3,
+            retry_backoff: Duration::from_millis(200),
+            max_retry_backoff: Duration::from_secs(10),
+            failure_backoff: Duration::from_secs(30),
+            max_refresh_margin: Duration::from_secs(5 * 60),
+            default_lifetime: DEFAULT_LIFETIME,
+        }
+    }
+}
+
+/// A cached token, ready to attach.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    /// `Bearer <token>`, marked sensitive.
+    pub(crate) header: HeaderValue,
+    pub(crate) generation: u64,
+    pub(crate) refresh_at: Instant,
+    pub(crate) expires_at: Instant,
+    pub(crate) token: Token,
+}
+
+pub(crate) type FetchOutput = Result<Arc<Entry>, TokenError>;
+
+/// The future a request awaits when it has no valid token.
+pub(crate) type AcquireFuture = BoxFuture<'static, FetchOutput>;
+
+pub(crate) struct TokenCache {
+    current: ArcSwapOption<Entry>,
+    /// A fetch is in flight; lets the hot path skip the lock during refresh-ahead.
+    fetching: AtomicBool,
+    next_generation: AtomicU64,
+    state: Mutex<State>,
+    source: Box<dyn TokenSource>,
+    config: CacheConfig,
+}
+
+#[derive(Default)]
+struct State {
+    inflight: Option<Inflight>,
+    /// The newest token, even if expired or invalidated: its refresh token
+    /// feeds the next fetch.
+    last: Option<Token>,
+    failure: Option<Failure>,
+    next_fetch_id: u64,
+}
+
+struct Inflight {
+    id: u64,
+    fetch: Shared<AcquireFuture>,
+}
+
+struct Failure {
+    error: TokenError,
+    until: Instant,
+}
+
+/// Why a fetch started, for tracing.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Reason {
+    /// No token yet, or the cached one expired.
+    Missing,
+    /// The cached token is close to expiry.
+    RefreshAhead,
+    /// The API answered `401` to the cached token.
+    Unauthorized,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::RefreshAhead => "refresh_ahead",
+            Self::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+impl TokenCache {
+    pub(crate) fn new(source: Box<dyn TokenSource>, config: CacheConfig) -> Self {
+        Self {
+            current: ArcSwapOption::empty(),
+            fetching: AtomicBool::new(false),
+            next_generation: AtomicU64::new(1),
+            state: Mutex::new(State::default()),
+            source,
+            config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The hot path: the header to attach and its generation, if a valid
+    /// token is cached. Past the refresh point it also starts a background
+    /// refresh (once) and still returns the valid token.
+    #[inline]
+    pub(crate) fn current(self: &Arc<Self>) -> Option<(HeaderValue, u64)> {
+        let guard = self.current.load();
+        let entry = guard.as_deref()?;
+        let now = Instant::now();
+        if now >= entry.refresh_at {
+            if now >= entry.expires_at {
+                return None;
+            }
+            if !self.fetching.load(Ordering::Acquire) {
+                self.refresh_ahead();
+            }
+        }
+        Some((entry.header.clone(), entry.generation))
+    }
+
+    fn valid_entry(&self, now: Instant) -> Option<Arc<Entry>> {
+        self.current.load_full().filter(|e| now < e.expires_at)
+    }
+
+    #[cold]
+    fn refresh_ahead(self: &Arc<Self>) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let due = self.valid_entry(now).is_some_and(|e| now >= e.refresh_at);
+        if state.inflight.is_none() && due {
+            if let Err(e) = self.start_fetch(&mut state, Reason::RefreshAhead) {
+                tracing::warn!(error = %e, "cannot refresh the token ahead of expiry");
+            }
+        }
+    }
+
+    /// The slow path: a valid token, fetching one (or joining the fetch in
+    /// flight) if needed. Fails fast inside the failure backoff window.
+    pub(crate) fn acquire(self: &Arc<Self>, reason: Reason) -> AcquireFuture {
+        let cache = self.clone();
+        Box::pin(async move {
+            let (id, fetch) = {
+                let mut state = cache.lock();
+                let now = Instant::now();
+                if let Some(entry) = cache.valid_entry(now) {
+                    return Ok(entry);
+                }
+                match &state.inflight {
+                    Some(inflight) => (inflight.id, inflight.fetch.clone()),
+                    None => {
+                        if let Some(failure) = state.failure.as_ref().filter(|f| now < f.until) {
+                            return Err(failure.error.clone());
+                        }
+                        cache.start_fetch(&mut state, reason)?
+                    }
+                }
+            };
+            let output = fetch.await;
+            cache.complete(id, &output);
+            output
+        })
+    }
+
+    /// After a `401`: drops the cached token if it is still `generation`.
+    /// Returns whether it did.
+    pub(crate) fn invalidate(&self, generation: u64) -> bool {
+        let _state = self.lock();
+        let current = self.current.load();
+        if current.as_ref().is_some_and(|e| e.generation == generation) {
+            drop(current);
+            self.current.store(None);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Starts a fetch in the background unless a token is cached, a fetch is
+    /// in flight or the failure window is open: after a `401` that cannot be
+    /// retried, the next request then finds a fresh token.
+    pub(crate) fn prefetch(self: &Arc<Self>, reason: Reason) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let blocked = state.failure.as_ref().is_some_and(|f| now < f.until);
+        if state.inflight.is_none() && !blocked && self.valid_entry(now).is_none() {
+            if let Err(e) = self.start_fetch(&mut state, reason) {
+                tracing::warn!(error = %e, "cannot start a token fetch");
+            }
+        }
+    }
+
+    /// Spawns the fetch task and records it as the one in flight.
+    fn start_fetch(
+        self: &Arc<Self>,
+        state: &mut State,
+        reason: Reason,
+    ) -> Result<(u64, Shared<AcquireFuture>), TokenError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            TokenError::new(
+                TokenErrorKind::Configuration,
+                "wokelo-auth needs a Tokio runtime (with time enabled) to fetch tokens; run the client inside one",
+            )
+        })?;
+        let id = state.next_fetch_id;
+        state.next_fetch_id += 1;
+        let current = state.last.clone();
+        let cache = self.clone();
+        let task = runtime.spawn(async move {
+            let output = cache.run_fetch(current, reason).await;
+            cache.complete(id, &output);
+            output
+        });
+        let fetch: AcquireFuture = Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                Err(TokenError::new(
+                    TokenErrorKind::Unavailable,
+                    if e.is_panic() {
+                        "the token source panicked"
+                    } else {
+                        "the token fetch was cancelled because its runtime shut down"
+                    },
+                ))
+            })
+        });
+        let fetch = fetch.shared();
+        self.fetching.store(true, Ordering::Release);
+        state.inflight = Some(Inflight {
+            id,
+            fetch: fetch.clone(),
+        });
+        Ok((id, fetch))
+    }
+
+    /// Records a fetch's outcome, once: whoever gets there first (the fetch
+    /// task, or a waiter if the task died) does it.
+    fn complete(&self, id: u64, output: &FetchOutput) {
+        let mut state = self.lock();
+        if state.inflight.as_ref().map(|i| i.id) != Some(id) {
+            return;
+        }
+        state.inflight = None;
+        self.fetching.store(false, Ordering::Release);
+        let now = Instant::now();
+        match output {
+            Ok(entry) => {
+                state.last = Some(entry.token.clone());
+                state.failure = None;
+                self.current.store(Some(entry.clone()));
+            }
+            Err(error) => {
+                let window = if error.kind().is_transient() {
+                    error.retry_after()
+                } else {
+                    Some(self.config.failure_backoff)
+                };
+                state.failure = window.map(|w| Failure {
+                    error: error.clone(),
+                    until: now + w,
+                });
+                // Keep serving a token that is still valid; try again later.
+                if let Some(entry) = self.valid_entry(now) {
+                    let remaining = entry.expires_at - now;
+                    let retry_in = (remaining / 2)
+                        .min(Duration::from_secs(30))
+                        .max(window.unwrap_or(Duration::ZERO));
+                    tracing::warn!(
+                        error = %error,
+                        retry_in_ms = retry_in.as_millis() as u64,
+                        valid_for_ms = remaining.as_millis() as u64,
+                        "token refresh failed; serving the current token meanwhile"
+                    );
+                    let mut postponed = Entry::clone(&entry);
+                    postponed.refresh_at = now + retry_in;
+                    self.current.store(Some(Arc::new(postponed)));
+                }
+            }
+        }
+    }
+
+    /// One fetch: the source, retried on transient failures with exponential
+    /// backoff and jitter (or `Retry-After`), all within the fetch timeout.
+    async fn run_fetch(&self, current: Option<Token>, reason: Reason) -> FetchOutput {
+        let span = tracing::info_span!(
+            "wokelo_auth.token_fetch",
+            source = self.source.name(),
+            reason = reason.as_str(),
+            has_refresh_token = current
+                .as_ref()
+                .is_some_and(|t| t.refresh_token().is_some()),
+            attempts = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let deadline = started + self.config.fetch_timeout;
+        let mut attempt = 0;
+        let output = async {
+            loop {
+                attempt += 1;
+                let requested_at = Instant::now();
+                let outcome =
+                    tokio::time::timeout_at(deadline, self.source.fetch(current.as_ref()))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(TokenError::new(
+                                TokenErrorKind::TimedOut,
+                                format!(
+                                    "the token endpoint did not answer within {:?}",
+                                    self.config.fetch_timeout
+                                ),
+                            ))
+                        });
+                let error = match outcome {
+                    Ok(token) => return self.entry(token, requested_at),
+                    Err(e) => e,
+                };
+                let retryable = error.kind() == TokenErrorKind::Unavailable
+                    && attempt <= self.config.max_retries;
+                let delay = error.retry_after().unwrap_or_else(|| self.backoff(attempt));
+                if !retryable || Instant::now() + delay >= deadline {
+                    return Err(error);
+                }
+                tracing::debug!(
+                    attempt,
+                    error = %error,
+                    delay_ms = delay.as_millis() as u64,
+                    "token fetch failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let elapsed = started.elapsed();
+        span.record("attempts", attempt);
+        span.record("duration_ms", elapsed.as_millis() as u64);
+        match &output {
+            Ok(entry) => {
+                span.record("outcome", "ok");
+                tracing::info!(
+                    parent: &span,
+                    generation = entry.generation,
+                    expires_in_s = entry.expires_at.saturating_duration_since(started).as_secs(),
+                    "token acquired"
+                );
+            }
+            Err(e) => {
+                span.record("outcome", tracing::field::debug(e.kind()));
+                tracing::warn!(parent: &span, error = %e, "token fetch failed");
+            }
+        }
+        output
+    }
+
+    /// Exponential backoff with jitter: `base * 2^(attempt-1)`, capped, times
+    /// a random factor in [0.5, 1.0).
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .config
+            .retry_backoff
+            .saturating_mul(1 << (attempt - 1).min(16))
+            .min(self.config.max_retry_backoff);
+        exp.mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
+
+    fn entry(&self, token: Token, requested_at: Instant) -> FetchOutput {
+        let mut header =
+            HeaderValue::try_from(format!("Bearer {}", token.access_token().expose_secret()))
+                .map_err(|_| {
+                    TokenError::new(
+                        TokenErrorKind::InvalidResponse,
+                        "the access token has characters not allowed in an HTTP header",
+                    )
+                })?;
+        header.set_sensitive(true);
+        let lifetime = effective_lifetime(token.expires_in(), self.config.default_lifetime);
+        let refresh_at =
+            requested_at + lifetime - refresh_margin(lifetime, self.config.max_refresh_margin);
+        Ok(Arc::new(Entry {
+            header,
+            generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+            refresh_at,
+            expires_at: requested_at + lifetime,
+            token,
+        }))
+    }
+}
+
+/// The lifetime to plan with: the stated one clamped to
+/// [`MIN_LIFETIME`]..=[`MAX_LIFETIME`], or `default` when none is stated.
+pub(crate) fn effective_lifetime(stated: Option<Duration>, default: Duration) -> Duration {
+    stated
+        .filter(|d| !d.is_zero())
+        .unwrap_or(default)
+        .clamp(MIN_LIFETIME, MAX_LIFETIME)
+}
+
+/// How long before expiry to refresh: 10-20 % of the lifetime (jittered, so
+/// that a fleet started together does not refresh together), at most `max`.
+/// Always shorter than the lifetime.
+pub(crate) fn refresh_margin(lifetime: Duration, max: Duration) -> Duration {
+    lifetime.mul_f64(0.10 + fastrand::f64() * 0.10).min(max)
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let current = self.current.load();
+        f.debug_struct("TokenCache")
+            .field("source", &self.source.name())
+            .field("has_token", &current.is_some())
+            .field("generation", &current.as_ref().map(|e| e.generation))
+            .field("fetching", &self.fetching.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetime_defaults_and_clamps() {
+        let d = DEFAULT_LIFETIME;
+        assert_eq!(effective_lifetime(None, d), d);
+        assert_eq!(effective_lifetime(Some(Duration::ZERO), d), d);
+        assert_eq!(
+            effective_lifetime(Some(Duration::from_millis(10)), d),
+            MIN_LIFETIME
+        );
+        assert_eq!(
+            effective_lifetime(Some(Duration::from_secs(u64::MAX)), d),
+            MAX_LIFETIME
+        );
+        assert_eq!(
+            effective_lifetime(Some(Duration::from_secs(2)), d),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn margin_suits_short_and_long_lifetimes() {
+        let max = CacheConfig::default().max_refresh_margin;
+        for _ in 0..1000 {
+            let short = refresh_margin(Duration::from_secs(2), max);
+            assert!(
+                short >= Duration::from_millis(200) && short <= Duration::from_millis(400),
+                "{short:?}"
+            );
+            let long = refresh_margin(Duration::from_secs(2_628_288), max);
+            assert_eq!(long, max);
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! [`WokeloAuthLayer`] and its builder.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use tower_layer::Layer;
+
+use crate::{
+    cache::{CacheConfig, TokenCache},
+    replay::DEFAULT_MAX_REPLAY_BODY_BYTES,
+    ApiBase, TokenSource, WokeloAuth,
+};
+
+/// What every clone of the service shares: the token cache and the settings.
+pub(crate) struct Auth {
+    pub(crate) cache: Arc<TokenCache>,
+    pub(crate) base: ApiBase,
+    pub(crate) max_replay_body_bytes: usize,
+}
+
+/// A [`Layer`] that authenticates requests to the Wokelo API.
+///
+/// Every service it builds, and every clone of those, shares one token
+/// cache: one login for all of them. See the [crate docs](crate) for an
+/// example and for what happens on first use, expiry, `401` and failures.
+#[derive(Clone)]
+pub struct WokeloAuthLayer {
+    auth: Arc<Auth>,
+}
+
+impl WokeloAuthLayer {
+    /// A layer with the default settings, getting tokens from `source`.
+    pub fn new(source: impl TokenSource) -> Self {
+        Self::builder(source).build()
+    }
+
+    /// A builder to tune timeouts, retries and the replay cap.
+    pub fn builder(source: impl TokenSource) -> WokeloAuthBuilder {
+        WokeloAuthBuilder {
+            source: Box::new(source),
+            base: None,
+            max_replay_body_bytes: DEFAULT_MAX_REPLAY_BODY_BYTES,
+            cache: CacheConfig::default(),
+        }
+    }
+
+    /// The API base URL whose origin gets the token.
+    pub fn api_base(&self) -> &ApiBase {
+        &self.auth.base
+    }
+}
+
+impl<S> Layer<S> for WokeloAuthLayer {
+    type Service = WokeloAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WokeloAuth::from_parts(inner, self.auth.clone())
+    }
+}
+
+impl fmt::Debug for WokeloAuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WokeloAuthLayer")
+            .field("api_base", &self.auth.base)
+            .field("max_replay_body_bytes", &self.auth.max_replay_body_bytes)
+            .field("cache", &self.auth.cache)
+            .finish()
+    }
+}
+
+/// Builds a [`WokeloAuthLayer`] with settings other than the defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use wokelo_auth::{StaticToken, WokeloAuthLayer};
+///
+/// let layer = WokeloAuthLayer::builder(StaticToken::new("t"))
+///     .token_timeout(Duration::from_secs(10))
+///     .max_replay_body_bytes(1024 * 1024)
+///     .build();
+/// # let _ = layer;
+/// ```
+pub struct WokeloAuthBuilder {
+    source: Box<dyn TokenSource>,
+    base: Option<ApiBase>,
+    max_replay_body_bytes: usize,
+    cache: CacheConfig,
+}
+
+impl WokeloAuthBuilder {
+    /// The API base URL whose origin (scheme, host, port) gets the token.
+    /// Default: the source's ([`TokenSource::api_base`]), else
+    /// `https://api.wokelo.ai`.
+    pub fn api_base(mut self, base: ApiBase) -> Self {
+        self.base = Some(base);
+        self
+    }
+
+    /// The most request-body bytes kept to replay after a `401` (default
+    /// 64 KiB). A larger body is streamed but not retried.
+    pub fn max_replay_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_replay_body_bytes = bytes;
+        self
+    }
+
+    /// The time one token fetch may take, retries included (default 30 s).
+    pub fn token_timeout(mut self, timeout: Duration) -> Self {
+        self.cache.fetch_timeout = timeout;
+        self
+    }
+
+    /// How often a transient token-endpoint failure (connection error, `408`,
+    /// `429`, `5xx`) is retried within one fetch (default 3).
+    pub fn token_retries(mut self, retries: u32) -> Self {
+        self.cache.max_retries = retries;
+        self
+    }
+
+    /// The first delay between token fetch retries (default 200 ms); it
+    /// doubles each retry, up to 10 s, with jitter. `Retry-After` wins.
+    pub fn token_retry_backoff(mut self, backoff: Duration) -> Self {
+        self.cache.retry_backoff = backoff;
+        self
+    }
+
+    /// After the token endpoint rejects the credentials (or answers
+    /// unusably), requests fail fast with that error for this long before
+    /// one new attempt (default 30 s).
+    pub fn credentials_backoff(mut self, window: Duration) -> Self {
+        self.cache.failure_backoff = window;
+        self
+    }
+
+    /// The longest time before expiry at which a refresh starts (default
+    /// 5 min). The margin is 10-20 % of the lifetime, capped by this.
+    pub fn max_refresh_margin(mut self, margin: Duration) -> Self {
+        self.cache.max_refresh_margin = margin;
+        self
+    }
+
+    /// The lifetime assumed for a token that states none (default
+    /// [`DEFAULT_LIFETIME`](crate::DEFAULT_LIFETIME), one hour).
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.cache.default_lifetime = lifetime;
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> WokeloAuthLayer {
+        let base = self
+            .base
+            .or_else(|| self.source.api_base().cloned())
+            .unwrap_or_default();
+        WokeloAuthLayer {
+            auth: Arc::new(Auth {
+                cache: Arc::new(TokenCache::new(self.source, self.cache)),
+                base,
+                max_replay_body_bytes: self.max_replay_body_bytes,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for WokeloAuthBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WokeloAuthBuilder")
+            .field("source", &self.source.name())
+            .field("api_base", &self.base)
+            .field("max_replay_body_bytes", &self.max_replay_body_bytes)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}

@@ -1,0 +1,94 @@
+//! Tower middleware that authenticates requests to the [Wokelo] API.
+//!
+//! [`WokeloAuthLayer`] wraps any tower HTTP service (a hyper-util client, an
+//! axum proxy's outbound client, another SDK's stack) and:
+//!
+//! - gets a bearer token lazily, on the first request, from a pluggable
+//!   [`TokenSource`] (built in: Wokelo's password and refresh-token grants,
+//!   [`PasswordGrant`]);
+//! - caches it for every clone of the service, refreshes it ahead of expiry,
+//!   and never lets concurrent requests stampede the token endpoint;
+//! - attaches `Authorization: Bearer <token>` (marked sensitive) to requests
+//!   for the API origin, and to no other host;
+//! - on a `401`, refreshes the token and retries the request once, replaying
+//!   its body byte for byte.
+//!
+//! # Example
+//!
+//! ```
+//! use http_body_util::{BodyExt, Empty};
+//! use bytes::Bytes;
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use wokelo_auth::{testing::MockServer, Credentials, PasswordGrant, WokeloAuthLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A local stand-in for https://api.wokelo.ai; in production use
+//! // `Credentials::from_env()?`.
+//! let server = MockServer::start().await;
+//! let credentials = server.credentials();
+//!
+//! let client = Client::builder(TokioExecutor::new()).build_http();
+//! let client = ServiceBuilder::new()
+//!     .layer(WokeloAuthLayer::new(PasswordGrant::new(credentials)))
+//!     .service(client);
+//!
+//! let request = http::Request::get(server.url("/api/enterprise/company/search?query=stripe"))
+//!     .body(Empty::<Bytes>::new())?;
+//! let response = client.oneshot(request).await?;
+//! assert_eq!(response.status(), 200);
+//! # Ok(()) }
+//! ```
+//!
+//! # Behaviour
+//!
+//! | situation | what the layer does |
+//! |---|---|
+//! | first request | fetches a token; concurrent requests wait for that one fetch |
+//! | token near expiry | one request starts a background refresh; all go on with the valid token |
+//! | token expired | requests wait for one fetch |
+//! | `401` from the API | drops the token if it is still the one sent, gets a new one (one fetch for all), retries once with the body replayed; a second `401` is returned as it is |
+//! | `401`, body over the replay cap | returns the `401`; the token is refreshed for the next request |
+//! | `403` | returned as it is; no refresh |
+//! | token endpoint `429`/`5xx`/down | retried with exponential backoff and jitter (honouring `Retry-After`) within the fetch timeout, then [`TokenErrorKind::Unavailable`] |
+//! | wrong credentials | [`TokenErrorKind::CredentialsRejected`], not retried; requests fail fast with it for the backoff window (30 s) |
+//! | request to another host | passes through without the token |
+//! | request with its own `Authorization` | passes through untouched, never retried |
+//!
+//! [Wokelo]: https://wokelo.ai
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod cache;
+mod error;
+pub mod future;
+mod layer;
+mod origin;
+mod replay;
+mod service;
+pub mod source;
+mod token;
+mod token_client;
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+
+pub use cache::{DEFAULT_LIFETIME, MAX_LIFETIME, MIN_LIFETIME};
+pub use error::{BoxError, ConfigError, Error, OAuthErrorBody, TokenError, TokenErrorKind};
+pub use layer::{WokeloAuthBuilder, WokeloAuthLayer};
+pub use origin::{ApiBase, DEFAULT_BASE_URL};
+pub use replay::{ReplayBody, DEFAULT_MAX_REPLAY_BODY_BYTES};
+pub use service::WokeloAuth;
+pub use source::{
+    token_source_fn, Credentials, PasswordGrant, StaticToken, TokenFuture, TokenRequestEncoding,
+    TokenSource, TokenSourceFn, MAX_TOKEN_RESPONSE_BYTES,
+};
+pub use token::Token;

@@ -1,0 +1,317 @@
+//! Replaying a request body for the retry after a `401`.
+//!
+//! The first attempt streams the body as it comes (nothing waits for the
+//! whole body) while a copy of each chunk, a cheap [`Bytes`] clone, is kept in
+//! a buffer shared with the response future. If the API answers `401` and the
+//! whole body went out within the cap, the retry sends the kept chunks. A body
+//! that outgrows the cap drops what was kept at once and is not retried, so
+//! the layer never holds more than the cap.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{ready, Context, Poll},
+};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+/// The default cap on the bytes kept for replay: 64 KiB.
+pub const DEFAULT_MAX_REPLAY_BODY_BYTES: usize = 64 * 1024;
+
+pin_project! {
+    /// The request body the wrapped service receives.
+    ///
+    /// On the first attempt it is the caller's body, streamed as it is (and
+    /// copied for a possible retry, up to the cap); on the retry after a `401`
+    /// it is the copy. Its error type is the caller's body's error type.
+    pub struct ReplayBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Passthrough { #[pin] body: B },
+        Capture { #[pin] body: B, buffer: Arc<Mutex<Buffer>> },
+        Replay { chunks: VecDeque<Bytes>, trailers: Option<HeaderMap> },
+    }
+}
+
+/// What the first attempt's body left for a retry.
+#[derive(Debug)]
+pub(crate) struct Buffer {
+    chunks: Chunks,
+    len: usize,
+    cap: usize,
+    trailers: Option<HeaderMap>,
+    complete: bool,
+    /// Over the cap, or the body failed: cannot be replayed.
+    abandoned: bool,
+}
+
+/// A list of chunks that does not allocate for the first one (the common
+/// single-frame body, such as `Full<Bytes>`).
+#[derive(Debug, Default)]
+struct Chunks {
+    first: Option<Bytes>,
+    rest: Vec<Bytes>,
+}
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
+        if self.first.is_none() {
+            self.first = Some(chunk);
+        } else {
+            self.rest.push(chunk);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.rest = Vec::new();
+    }
+
+    fn to_deque(&self) -> VecDeque<Bytes> {
+        self.first.iter().chain(&self.rest).cloned().collect()
+    }
+}
+
+/// The response future's side of the replay: how to rebuild the body.
+#[derive(Debug)]
+pub(crate) enum ReplayHandle {
+    /// The body was empty: the retry sends an empty body.
+    Empty,
+    /// The body is being copied.
+    Buffered(Arc<Mutex<Buffer>>),
+    /// The body is known to be over the cap.
+    TooLarge,
+}
+
+impl<B> ReplayBody<B> {
+    /// Wraps `body` for a request that will not be retried.
+    pub(crate) fn passthrough(body: B) -> Self {
+        Self {
+            kind: Kind::Passthrough { body },
+        }
+    }
+
+    fn replay(chunks: VecDeque<Bytes>, trailers: Option<HeaderMap>) -> Self {
+        Self {
+            kind: Kind::Replay { chunks, trailers },
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> ReplayBody<B> {
+    /// Wraps `body` for a first attempt that may be retried, copying up to
+    /// `cap` bytes as they stream.
+    pub(crate) fn capture(body: B, cap: usize) -> (Self, ReplayHandle) {
+        if body.is_end_stream() {
+            return (Self::passthrough(body), ReplayHandle::Empty);
+        }
+        if body.size_hint().lower() > cap as u64 {
+            return (Self::passthrough(body), ReplayHandle::TooLarge);
+        }
+        let buffer = Arc::new(Mutex::new(Buffer {
+            chunks: Chunks::default(),
+            len: 0,
+            cap,
+            trailers: None,
+            complete: false,
+            abandoned: false,
+        }));
+        let handle = ReplayHandle::Buffered(buffer.clone());
+        (
+            Self {
+                kind: Kind::Capture { body, buffer },
+            },
+            handle,
+        )
+    }
+}
+
+impl ReplayHandle {
+    /// The body for the retry, if the first attempt's body was sent whole and
+    /// within the cap.
+    pub(crate) fn replay<B>(&self) -> Option<ReplayBody<B>> {
+        match self {
+            Self::Empty => Some(ReplayBody::replay(VecDeque::new(), None)),
+            Self::TooLarge => None,
+            Self::Buffered(buffer) => {
+                let buffer = buffer.lock().unwrap_or_else(PoisonError::into_inner);
+                (buffer.complete && !buffer.abandoned)
+                    .then(|| ReplayBody::replay(buffer.chunks.to_deque(), buffer.trailers.clone()))
+            }
+        }
+    }
+}
+
+impl Buffer {
+    fn record<E>(&mut self, frame: &Option<Result<Frame<Bytes>, E>>, ended: bool) {
+        match frame {
+            Some(Ok(frame)) if !self.abandoned => {
+                if let Some(data) = frame.data_ref() {
+                    if self.len + data.len() > self.cap {
+                        // Over the cap: let go of the copy now.
+                        self.abandoned = true;
+                        self.chunks.clear();
+                    } else {
+                        self.len += data.len();
+                        if !data.is_empty() {
+                            self.chunks.push(data.clone());
+                        }
+                    }
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    self.trailers = Some(trailers.clone());
+                }
+                self.complete |= ended;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) => {
+                self.abandoned = true;
+                self.chunks.clear();
+            }
+            None => self.complete = true,
+        }
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { body } => body.poll_frame(cx),
+            KindProj::Capture { mut body, buffer } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                let ended = body.is_end_stream();
+                buffer
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .record(&frame, ended);
+                Poll::Ready(frame)
+            }
+            KindProj::Replay { chunks, trailers } => Poll::Ready(
+                chunks
+                    .pop_front()
+                    .map(Frame::data)
+                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .map(Ok),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Passthrough { body } | Kind::Capture { body, .. } => body.is_end_stream(),
+            Kind::Replay { chunks, trailers } => chunks.is_empty() && trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Passthrough { body } | Kind::Capture { body, .. } => body.size_hint(),
+            Kind::Replay { chunks, .. } => {
+                SizeHint::with_exact(chunks.iter().map(|c| c.len() as u64).sum())
+            }
+        }
+    }
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Passthrough { .. } => "passthrough",
+            Kind::Capture { .. } => "capture",
+            Kind::Replay { .. } => "replay",
+        };
+        f.debug_struct("ReplayBody").field("kind", &kind).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty, Full, StreamBody};
+    use std::convert::Infallible;
+
+    fn stream(chunks: &[&'static [u8]]) -> impl Body<Data = Bytes, Error = Infallible> {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    async fn drain<B: Body<Data = Bytes>>(body: B) -> Bytes
+    where
+        B::Error: fmt::Debug,
+    {
+        body.collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn empty_body_replays_empty() {
+        let (first, handle) = ReplayBody::capture(Empty::<Bytes>::new(), 10);
+        assert!(matches!(handle, ReplayHandle::Empty));
+        assert!(drain(first).await.is_empty());
+        let again: ReplayBody<Empty<Bytes>> = handle.replay().unwrap();
+        assert!(again.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn full_body_replays_byte_for_byte() {
+        let (first, handle) = ReplayBody::capture(Full::new(Bytes::from_static(b"hello")), 10);
+        assert_eq!(drain(first).await, "hello");
+        let again: ReplayBody<Full<Bytes>> = handle.replay().unwrap();
+        assert_eq!(again.size_hint().exact(), Some(5));
+        assert_eq!(drain(again).await, "hello");
+    }
+
+    #[tokio::test]
+    async fn streamed_chunks_replay_in_order() {
+        let (first, handle) = ReplayBody::capture(stream(&[b"ab", b"", b"cd", b"e"]), 5);
+        assert_eq!(drain(first).await, "abcde");
+        let again = handle.replay::<Empty<Bytes>>().unwrap();
+        assert_eq!(drain(again).await, "abcde");
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_is_not_replayable_and_keeps_nothing() {
+        let (first, handle) = ReplayBody::capture(stream(&[b"abc", b"def"]), 5);
+        assert_eq!(drain(first).await, "abcdef");
+        assert!(handle.replay::<Empty<Bytes>>().is_none());
+        let ReplayHandle::Buffered(buffer) = &handle else {
+            panic!("expected a buffer")
+        };
+        let buffer = buffer.lock().unwrap();
+        assert!(buffer.abandoned && buffer.chunks.first.is_none() && buffer.chunks.rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn known_large_body_is_never_buffered() {
+        let (_first, handle) = ReplayBody::capture(Full::new(Bytes::from(vec![0u8; 11])), 10);
+        assert!(matches!(handle, ReplayHandle::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn unfinished_body_is_not_replayable() {
+        let (mut first, handle) = ReplayBody::capture(stream(&[b"ab", b"cd"]), 10);
+        let _ = first.frame().await;
+        assert!(handle.replay::<Empty<Bytes>>().is_none());
+    }
+}

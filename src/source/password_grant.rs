@@ -1,0 +1,485 @@
+use std::{fmt, sync::Arc};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use secrecy::{ExposeSecret, SecretString};
+use tower::ServiceExt;
+
+use super::{
+    token_response::{parse_error_body, parse_retry_after, parse_token},
+    Credentials, TokenFuture, TokenSource,
+};
+use crate::{
+    token_client::{self, TokenHttpClient, TokenResponseBody},
+    ApiBase, BoxError, Token, TokenError, TokenErrorKind,
+};
+
+/// The largest token endpoint response body read, in bytes (64 KiB). A larger
+/// one is a [`TokenErrorKind::InvalidResponse`].
+pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// How the token request body is encoded.
+///
+/// Wokelo's server parses all three; RFC 6749 prescribes urlencoded, which is
+/// the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenRequestEncoding {
+    /// `application/x-www-form-urlencoded` (the default).
+    #[default]
+    Form,
+    /// `application/json`.
+    Json,
+    /// `multipart/form-data`, as Wokelo's published spec declares.
+    Multipart,
+}
+
+impl TokenRequestEncoding {
+    /// Parses `form`, `json` or `multipart` (as in `WOKELO_TOKEN_ENCODING`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "form" | "urlencoded" | "x-www-form-urlencoded" => Some(Self::Form),
+            "json" => Some(Self::Json),
+            "multipart" | "form-data" | "multipart/form-data" => Some(Self::Multipart),
+            _ => None,
+        }
+    }
+}
+
+/// Wokelo's token endpoint: `POST {base}/auth/token/`.
+///
+/// The first token comes from the password grant (`client_id`,
+/// `client_secret`, `username`, `password`, `grant_type=password`). When the
+/// current token has a refresh token, it is renewed with
+/// `grant_type=refresh_token` instead; the rotated refresh token that comes
+/// back is kept in the new token, since the old one stops working. When the
+/// server refuses a refresh (any `4xx` but `408`/`429`), the source falls back
+/// to the password grant.
+///
+/// Requests go through their own HTTP client, never through the wrapped
+/// service: by default hyper-util's pooled client with rustls; see
+/// [`with_http_client`](Self::with_http_client).
+///
+/// ```no_run
+/// use wokelo_auth::{Credentials, PasswordGrant, TokenRequestEncoding, WokeloAuthLayer};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let source = PasswordGrant::new(Credentials::from_env()?)
+///     .with_encoding(TokenRequestEncoding::Multipart);
+/// let layer = WokeloAuthLayer::new(source);
+/// # let _ = layer; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PasswordGrant {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    credentials: Credentials,
+    encoding: TokenRequestEncoding,
+    token_url: String,
+    client: TokenHttpClient,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grant {
+    Password,
+    Refresh,
+}
+
+impl Grant {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::Refresh => "refresh_token",
+        }
+    }
+}
+
+impl PasswordGrant {
+    /// The password grant for these credentials, through the default client.
+    pub fn new(credentials: Credentials) -> Self {
+        Self::with_client(
+            credentials,
+            TokenRequestEncoding::default(),
+            token_client::default_client(),
+        )
+    }
+
+    fn with_client(
+        credentials: Credentials,
+        encoding: TokenRequestEncoding,
+        client: TokenHttpClient,
+    ) -> Self {
+        let token_url = credentials.base.join("/auth/token/");
+        Self {
+            inner: Arc::new(Inner {
+                credentials,
+                encoding,
+                token_url,
+                client,
+            }),
+        }
+    }
+
+    fn rebuild(self, f: impl FnOnce(&mut TokenRequestEncoding, &mut TokenHttpClient)) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            credentials: shared.credentials.clone(),
+            encoding: shared.encoding,
+            token_url: shared.token_url.clone(),
+            client: shared.client.clone(),
+        });
+        let (mut encoding, mut client) = (inner.encoding, inner.client);
+        f(&mut encoding, &mut client);
+        Self::with_client(inner.credentials, encoding, client)
+    }
+
+    /// Selects the request body encoding (default: urlencoded).
+    pub fn with_encoding(self, encoding: TokenRequestEncoding) -> Self {
+        self.rebuild(|e, _| *e = encoding)
+    }
+
+    /// Sends token requests through `client` instead of the default one, e.g.
+    /// an SDK's own hyper client with its proxy and TLS settings. The service
+    /// gets absolute-URI requests, like a hyper-util client.
+    pub fn with_http_client<S, B>(self, client: S) -> Self
+    where
+        S: tower::Service<Request<Full<Bytes>>, Response = Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let client = token_client::boxed(client);
+        self.rebuild(|_, c| *c = client)
+    }
+
+    /// The credentials this source uses.
+    pub fn credentials(&self) -> &Credentials {
+        &self.inner.credentials
+    }
+}
+
+impl Inner {
+    async fn fetch(&self, refresh_token: Option<SecretString>) -> Result<Token, TokenError> {
+        if let Some(refresh_token) = refresh_token {
+            match self.request(Grant::Refresh, Some(&refresh_token)).await {
+                Ok(token) => return Ok(token),
+                Err(e) if is_refusal(&e) => {
+                    tracing::info!(
+                        status = e.status().map(|s| s.as_u16()),
+                        reason = %e.body().map(ToString::to_string).unwrap_or_default(),
+                        "refresh token refused; falling back to the password grant"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.request(Grant::Password, None).await
+    }
+
+    async fn request(
+        &self,
+        grant: Grant,
+        refresh_token: Option<&SecretString>,
+    ) -> Result<Token, TokenError> {
+        let c = &self.credentials;
+        if c.base.is_https() && !cfg!(feature = "rustls") {
+            return Err(TokenError::new(
+                TokenErrorKind::Configuration,
+                format!(
+                    "the base URL {} is https but wokelo-auth was built without the `rustls` feature; enable it or pass your own client with PasswordGrant::with_http_client",
+                    c.base
+                ),
+            ));
+        }
+        let mut fields: Vec<(&str, &str)> = vec![
+            ("grant_type", grant.as_str()),
+            ("client_id", &c.client_id),
+            ("client_secret", c.client_secret.expose_secret()),
+        ];
+        match grant {
+            Grant::Password => {
+                fields.push(("username", &c.username));
+                fields.push(("password", c.password.expose_secret()));
+            }
+            Grant::Refresh => {
+                let rt = refresh_token
+                    .map(ExposeSecret::expose_secret)
+                    .unwrap_or_default();
+                fields.push(("refresh_token", rt));
+            }
+        }
+        let (content_type, body) = encode(self.encoding, &fields);
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(&self.token_url)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::ACCEPT, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("wokelo-auth/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(body))
+            .map_err(|e| {
+                TokenError::new(
+                    TokenErrorKind::Configuration,
+                    format!("cannot build a request to {}", self.token_url),
+                )
+                .with_source(e)
+            })?;
+        let response = self.client.clone().oneshot(request).await.map_err(|e| {
+            TokenError::new(
+                TokenErrorKind::Unavailable,
+                format!("could not reach the token endpoint {}", self.token_url),
+            )
+            .with_boxed_source(e)
+        })?;
+        let outcome = self.read(grant, response).await;
+        tracing::debug!(
+            grant = grant.as_str(),
+            ok = outcome.is_ok(),
+            "token endpoint answered"
+        );
+        outcome
+    }
+
+    async fn read(
+        &self,
+        grant: Grant,
+        response: Response<TokenResponseBody>,
+    ) -> Result<Token, TokenError> {
+        let (parts, body) = response.into_parts();
+        let status = parts.status;
+        let body = match read_limited(body).await {
+            Ok(Some(body)) => body,
+            Ok(None) => {
+                return Err(TokenError::new(
+                    TokenErrorKind::InvalidResponse,
+                    format!(
+                        "the token endpoint's response body exceeds {} KiB; check the base URL points at the Wokelo API",
+                        MAX_TOKEN_RESPONSE_BYTES / 1024
+                    ),
+                )
+                .with_status(status));
+            }
+            Err(e) => {
+                return Err(TokenError::new(
+                    TokenErrorKind::Unavailable,
+                    "the connection to the token endpoint failed while reading its response",
+                )
+                .with_status(status)
+                .with_boxed_source(e));
+            }
+        };
+        if status.is_success() {
+            return parse_token(&body).map_err(|e| e.with_status(status));
+        }
+        let error_body = parse_error_body(&body);
+        let (kind, message) = match status {
+            StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => (
+                TokenErrorKind::Unavailable,
+                "the token endpoint is busy".to_owned(),
+            ),
+            s if s.is_server_error() => (
+                TokenErrorKind::Unavailable,
+                "the token endpoint failed".to_owned(),
+            ),
+            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => (
+                TokenErrorKind::CredentialsRejected,
+                rejection_hint(grant, error_body.error.as_deref()).to_owned(),
+            ),
+            _ => (
+                TokenErrorKind::InvalidResponse,
+                format!(
+                    "unexpected answer from the token endpoint {}; check WOKELO_BASE_URL",
+                    self.token_url
+                ),
+            ),
+        };
+        let mut error = TokenError::new(kind, message)
+            .with_status(status)
+            .with_body(error_body);
+        if let Some(after) = parse_retry_after(&parts.headers) {
+            error = error.with_retry_after(after);
+        }
+        Err(error)
+    }
+}
+
+/// Reads at most [`MAX_TOKEN_RESPONSE_BYTES`]; `None` when the body is larger
+/// (reading stops there).
+async fn read_limited(mut body: TokenResponseBody) -> Result<Option<Bytes>, BoxError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if buf.len() + data.len() > MAX_TOKEN_RESPONSE_BYTES {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(buf.freeze()))
+}
+
+fn rejection_hint(grant: Grant, error: Option<&str>) -> &'static str {
+    match (grant, error) {
+        (_, Some("invalid_client")) | (_, Some("unauthorized_client")) => {
+            "the token endpoint rejected the client credentials; check WOKELO_CLIENT_ID and WOKELO_CLIENT_SECRET"
+        }
+        (Grant::Refresh, _) => "the token endpoint refused the refresh token",
+        (Grant::Password, Some("unsupported_grant_type")) => {
+            "the token endpoint does not accept the password grant for this client"
+        }
+        (Grant::Password, _) => {
+            "the token endpoint rejected the credentials; check WOKELO_USERNAME and WOKELO_PASSWORD"
+        }
+    }
+}
+
+/// A refused refresh: any 4xx except the transient 408 and 429.
+fn is_refusal(e: &TokenError) -> bool {
+    e.status().is_some_and(|s| {
+        s.is_client_error()
+            && s != StatusCode::REQUEST_TIMEOUT
+            && s != StatusCode::TOO_MANY_REQUESTS
+    })
+}
+
+fn encode(encoding: TokenRequestEncoding, fields: &[(&str, &str)]) -> (String, Bytes) {
+    match encoding {
+        TokenRequestEncoding::Form => (
+            "application/x-www-form-urlencoded".to_owned(),
+            serde_urlencoded::to_string(fields)
+                .expect("string pairs always urlencode")
+                .into(),
+        ),
+        TokenRequestEncoding::Json => {
+            let map: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+                .collect();
+            (
+                "application/json".to_owned(),
+                serde_json::to_vec(&map)
+                    .expect("a map of strings always serializes")
+                    .into(),
+            )
+        }
+        TokenRequestEncoding::Multipart => {
+            let boundary = format!(
+                "wokelo-auth-{:016x}{:016x}",
+                fastrand::u64(..),
+                fastrand::u64(..)
+            );
+            let mut body = String::new();
+            for (name, value) in fields {
+                body.push_str("--");
+                body.push_str(&boundary);
+                body.push_str("\r\nContent-Disposition: form-data; name=\"");
+                body.push_str(name);
+                body.push_str("\"\r\n\r\n");
+                body.push_str(value);
+                body.push_str("\r\n");
+            }
+            body.push_str("--");
+            body.push_str(&boundary);
+            body.push_str("--\r\n");
+            (
+                format!("multipart/form-data; boundary={boundary}"),
+                body.into(),
+            )
+        }
+    }
+}
+
+impl TokenSource for PasswordGrant {
+    fn fetch(&self, current: Option<&Token>) -> TokenFuture {
+        let inner = self.inner.clone();
+        let refresh_token = current.and_then(|t| t.refresh_token().cloned());
+        Box::pin(async move { inner.fetch(refresh_token).await })
+    }
+
+    fn api_base(&self) -> Option<&ApiBase> {
+        Some(&self.inner.credentials.base)
+    }
+
+    fn name(&self) -> &'static str {
+        "password_grant"
+    }
+}
+
+impl fmt::Debug for PasswordGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordGrant")
+            .field("credentials", &self.inner.credentials)
+            .field("encoding", &self.inner.encoding)
+            .field("token_url", &self.inner.token_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIELDS: &[(&str, &str)] = &[("grant_type", "password"), ("password", "p&ss word=")];
+
+    #[test]
+    fn form_encoding_escapes_values() {
+        let (ct, body) = encode(TokenRequestEncoding::Form, FIELDS);
+        assert_eq!(ct, "application/x-www-form-urlencoded");
+        assert_eq!(&body[..], b"grant_type=password&password=p%26ss+word%3D");
+    }
+
+    #[test]
+    fn json_encoding() {
+        let (ct, body) = encode(TokenRequestEncoding::Json, FIELDS);
+        assert_eq!(ct, "application/json");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["password"], "p&ss word=");
+    }
+
+    #[test]
+    fn multipart_encoding_has_one_part_per_field() {
+        let (ct, body) = encode(TokenRequestEncoding::Multipart, FIELDS);
+        let boundary = ct.strip_prefix("multipart/form-data; boundary=").unwrap();
+        let body = std::str::from_utf8(&body).unwrap();
+        assert_eq!(body.matches(&format!("--{boundary}\r\n")).count(), 2);
+        assert!(body.ends_with(&format!("--{boundary}--\r\n")));
+        assert!(body.contains("name=\"password\"\r\n\r\np&ss word=\r\n"));
+    }
+
+    #[test]
+    fn encoding_names() {
+        assert_eq!(
+            TokenRequestEncoding::from_name("JSON"),
+            Some(TokenRequestEncoding::Json)
+        );
+        assert_eq!(
+            TokenRequestEncoding::from_name("multipart"),
+            Some(TokenRequestEncoding::Multipart)
+        );
+        assert_eq!(
+            TokenRequestEncoding::from_name("form"),
+            Some(TokenRequestEncoding::Form)
+        );
+        assert_eq!(TokenRequestEncoding::from_name("xml"), None);
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let g = PasswordGrant::new(Credentials::new("id", "client-s3cret", "u@x", "pa55word"));
+        let s = format!("{g:?}");
+        assert!(
+            !s.contains("client-s3cret") && !s.contains("pa55word"),
+            "{s}"
+        );
+    }
+}
