@@ -1,0 +1,203 @@
+//! Refresh-ahead, expiry and failure backoff, under paused time.
+//!
+//! These drive the cache with an in-process token source and inner service,
+//! so that virtual time is the only clock.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{header::AUTHORIZATION, Request, Response};
+use http_body_util::Empty;
+use tower::{service_fn, Layer, Service, ServiceExt};
+use wokelo_auth::{
+    token_source_fn, Error, ReplayBody, Token, TokenError, TokenErrorKind, WokeloAuthLayer,
+};
+
+const URL: &str = "https://api.wokelo.ai/api/echo";
+
+/// A token source that hands out `t1`, `t2`, ... with a lifetime, failing the
+/// calls whose number (1-based) is in `fail`.
+struct Source {
+    calls: Arc<AtomicUsize>,
+}
+
+impl Source {
+    fn layer(lifetime: Duration, fail: &'static [usize], kind: TokenErrorKind) -> (Self, WokeloAuthLayer) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let source = token_source_fn(move |_current: Option<&Token>| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if fail.contains(&n) {
+                    Err(TokenError::new(kind, format!("fetch {n} fails")))
+                } else {
+                    Ok(Token::new(format!("t{n}")).with_expires_in(lifetime))
+                }
+            }
+        });
+        let layer = WokeloAuthLayer::builder(source)
+            .credentials_backoff(Duration::from_secs(30))
+            .token_retries(0)
+            .build();
+        (Self { calls }, layer)
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// An inner service that records the token each request carried.
+fn recorder(
+    layer: &WokeloAuthLayer,
+) -> (
+    impl Service<Request<Empty<Bytes>>, Response = Response<Empty<Bytes>>, Error = Error> + Clone,
+    Seen,
+) {
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let inner = service_fn(move |req: Request<ReplayBody<Empty<Bytes>>>| {
+        let token = req.headers()[AUTHORIZATION].to_str().unwrap().to_owned();
+        log.lock().unwrap().push(token);
+        async move { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
+    });
+    (layer.layer(inner), seen)
+}
+
+async fn call<S>(service: &S) -> Result<(), Error>
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<Empty<Bytes>>, Error = Error> + Clone,
+{
+    service
+        .clone()
+        .oneshot(Request::get(URL).body(Empty::new()).unwrap())
+        .await
+        .map(drop)
+}
+
+/// Lets spawned background fetches run.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn last(seen: &Seen) -> String {
+    seen.lock().unwrap().last().cloned().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn refreshes_ahead_of_expiry_without_making_requests_wait() {
+    let (source, layer) = Source::layer(Duration::from_secs(100), &[], TokenErrorKind::Unavailable);
+    let (service, seen) = recorder(&layer);
+    call(&service).await.unwrap();
+    assert_eq!((source.calls(), last(&seen)), (1, "Bearer t1".into()));
+
+    // Before the margin (10-20 % of the lifetime): nothing happens.
+    tokio::time::advance(Duration::from_secs(79)).await;
+    call(&service).await.unwrap();
+    settle().await;
+    assert_eq!(source.calls(), 1);
+
+    // Inside the margin: the request goes out with the still-valid token and
+    // a refresh runs in the background.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    call(&service).await.unwrap();
+    assert_eq!(last(&seen), "Bearer t1");
+    settle().await;
+    assert_eq!(source.calls(), 2);
+    call(&service).await.unwrap();
+    assert_eq!(last(&seen), "Bearer t2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_token_is_never_sent() {
+    let (source, layer) = Source::layer(Duration::from_secs(2), &[], TokenErrorKind::Unavailable);
+    let (service, seen) = recorder(&layer);
+    call(&service).await.unwrap();
+    tokio::time::advance(Duration::from_millis(2001)).await;
+    call(&service).await.unwrap();
+    assert_eq!(source.calls(), 2);
+    assert_eq!(*seen.lock().unwrap(), ["Bearer t1", "Bearer t2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_ahead_keeps_serving_the_old_token_and_tries_later() {
+    let (source, layer) = Source::layer(Duration::from_secs(100), &[2], TokenErrorKind::Unavailable);
+    let (service, seen) = recorder(&layer);
+    call(&service).await.unwrap();
+    tokio::time::advance(Duration::from_secs(91)).await;
+    call(&service).await.unwrap();
+    settle().await;
+    assert_eq!(source.calls(), 2, "the refresh ran and failed");
+
+    // Still valid: served, and no new attempt on every request.
+    for _ in 0..5 {
+        call(&service).await.unwrap();
+        settle().await;
+    }
+    assert_eq!(source.calls(), 2);
+    assert_eq!(last(&seen), "Bearer t1");
+
+    // Later (half the remaining 9 s), one more attempt succeeds.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    call(&service).await.unwrap();
+    settle().await;
+    assert_eq!(source.calls(), 3);
+    call(&service).await.unwrap();
+    assert_eq!(last(&seen), "Bearer t3");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejected_credentials_are_retried_once_per_backoff_window() {
+    let (source, layer) =
+        Source::layer(Duration::from_secs(100), &[1, 2], TokenErrorKind::CredentialsRejected);
+    let (service, _seen) = recorder(&layer);
+    let e = call(&service).await.unwrap_err();
+    assert!(e.token_error().unwrap().is_credentials_rejected());
+    tokio::time::advance(Duration::from_secs(29)).await;
+    let e = call(&service).await.unwrap_err();
+    assert_eq!(e.token_error().unwrap().message(), "fetch 1 fails", "the cached error");
+    assert_eq!(source.calls(), 1);
+
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let e = call(&service).await.unwrap_err();
+    assert_eq!(e.token_error().unwrap().message(), "fetch 2 fails");
+    assert_eq!(source.calls(), 2);
+
+    tokio::time::advance(Duration::from_secs(31)).await;
+    call(&service).await.unwrap();
+    assert_eq!(source.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_back_off_and_honour_retry_after() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let source = token_source_fn(move |_current: Option<&Token>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            match n {
+                0 => Err(TokenError::new(TokenErrorKind::Unavailable, "429")
+                    .with_retry_after(Duration::from_secs(7))),
+                _ => Ok(Token::new("ok")),
+            }
+        }
+    });
+    let layer = WokeloAuthLayer::builder(source).build();
+    let (service, seen) = recorder(&layer);
+    let started = tokio::time::Instant::now();
+    call(&service).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(started.elapsed(), Duration::from_secs(7), "waited exactly Retry-After");
+    assert_eq!(last(&seen), "Bearer ok");
+}

@@ -1,0 +1,97 @@
+//! Secrets never show: not in `Debug`, not in errors, not in TRACE-level logs.
+
+mod common;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use wokelo_auth::{
+    testing::{ApiFault, MockServer},
+    token_source_fn, Credentials, PasswordGrant, Token, WokeloAuthLayer,
+};
+
+use common::{client, get, send, Captured};
+
+fn assert_absent(haystack: &str, secrets: &[String]) {
+    for secret in secrets {
+        assert!(!haystack.contains(secret.as_str()), "secret {secret:?} leaked into:\n{haystack}");
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_absent_from_trace_output_debug_and_errors() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber());
+
+    let server = MockServer::start().await;
+    let layer = common::builder(&server).build();
+    let service = client::<Empty<Bytes>>(&layer);
+
+    // Login, a 401 with a refresh (rotation), a revocation with a refused
+    // refresh and a fallback login.
+    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    server.fail_next_api_requests(1, ApiFault::Unauthorized);
+    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    server.revoke_all();
+    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+
+    // Wrong credentials.
+    let c = server.config();
+    let wrong = Credentials::new(&c.client_id, "wrong-client-secret-77", &c.username, "wrong-password-88")
+        .with_base_url(server.base_url().parse().unwrap());
+    let bad_grant = PasswordGrant::new(wrong.clone());
+    let bad = client::<Empty<Bytes>>(&WokeloAuthLayer::new(bad_grant.clone()));
+    let error = send(&bad, get(server.url("/api/echo"))).await.unwrap_err();
+
+    let stats = server.stats();
+    assert_eq!(stats.tokens_issued, 3);
+    let mut secrets: Vec<String> = stats.tokens_presented.into_keys().collect();
+    assert_eq!(secrets.len(), 3, "three access tokens were used");
+    secrets.extend([
+        c.client_secret.clone(),
+        c.password.clone(),
+        "wrong-client-secret-77".into(),
+        "wrong-password-88".into(),
+    ]);
+
+    let log = captured.text();
+    assert!(log.contains("wokelo_auth.token_fetch"), "fetches are traced:\n{log}");
+    assert!(log.contains("retrying once with a fresh token"), "401 retries are traced");
+    assert!(log.contains("falling back to the password grant"), "fallback is traced");
+    assert_absent(&log, &secrets);
+
+    let shown = format!(
+        "{error}\n{error:?}\n{wrong:?}\n{bad_grant:?}\n{layer:?}\n{service:?}\n{:?}",
+        common::credentials(&server)
+    );
+    assert_absent(&shown, &secrets);
+}
+
+#[tokio::test]
+async fn refresh_tokens_from_any_source_stay_out_of_logs() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber());
+
+    let server = MockServer::start().await;
+    let base = server.base_url().parse().unwrap();
+    let issued = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = issued.clone();
+    let mint = std::sync::Arc::new(server);
+    let server = mint.clone();
+    let source = token_source_fn(move |current: Option<&Token>| {
+        let token = mint.issue_token();
+        let refresh = format!("refresh-secret-{}", current.is_some());
+        log.lock().unwrap().extend([token.clone(), refresh.clone()]);
+        async move { Ok(Token::new(token).with_refresh_token(refresh)) }
+    })
+    .with_api_base(base);
+    let layer = WokeloAuthLayer::new(source);
+    let service = client::<Empty<Bytes>>(&layer);
+    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    server.fail_next_api_requests(1, ApiFault::Unauthorized);
+    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+
+    let secrets = issued.lock().unwrap().clone();
+    assert_eq!(secrets.len(), 4);
+    assert_absent(&captured.text(), &secrets);
+    assert_absent(&format!("{layer:?}"), &secrets);
+}
