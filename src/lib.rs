@@ -92,3 +92,8 @@ pub use source::{
     TokenSource, TokenSourceFn, MAX_TOKEN_RESPONSE_BYTES,
 };
 pub use token::Token;
+
+/// The README's code, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -12,7 +12,8 @@ use wokelo_auth::testing::{ApiFault, MockServer};
 
 use common::{bytes, client, get, send, sha256_hex};
 
-type Chunked = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+type Chunked =
+    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
 
 /// A streaming body of unknown length, in `chunk`-byte frames.
 fn chunked(data: &Bytes, chunk: usize) -> Chunked {
@@ -40,7 +41,10 @@ async fn a_streaming_body_under_the_cap_is_replayed_byte_exact() {
     assert_eq!(echo["body_sha256"], sha256_hex(&data));
     assert_eq!(echo["method"], "POST");
     let stats = server.stats();
-    assert_eq!((stats.api_requests, stats.unauthorized, stats.tokens_issued), (2, 1, 2));
+    assert_eq!(
+        (stats.api_requests, stats.unauthorized, stats.tokens_issued),
+        (2, 1, 2)
+    );
 }
 
 #[tokio::test]
@@ -66,7 +70,10 @@ async fn an_empty_body_is_replayed() {
     let server = MockServer::start().await;
     let service = client::<Empty<Bytes>>(&common::builder(&server).build());
     server.fail_next_api_requests(1, ApiFault::Unauthorized);
-    let echo = send(&service, get(server.url("/api/echo"))).await.unwrap().json();
+    let echo = send(&service, get(server.url("/api/echo")))
+        .await
+        .unwrap()
+        .json();
     assert_eq!(echo["body_len"], 0);
     assert_eq!(server.stats().api_requests, 2);
 }
@@ -74,19 +81,25 @@ async fn an_empty_body_is_replayed() {
 #[tokio::test]
 async fn a_body_over_the_cap_is_not_retried_but_the_token_is_refreshed() {
     let server = MockServer::start().await;
-    let layer = common::builder(&server).max_replay_body_bytes(16 * 1024).build();
+    let layer = common::builder(&server)
+        .max_replay_body_bytes(16 * 1024)
+        .build();
     let service = client::<Chunked>(&layer);
     let data = bytes(16 * 1024 + 1, 3);
     server.fail_next_api_requests(1, ApiFault::Unauthorized);
 
-    let request = Request::post(server.url("/api/echo")).body(chunked(&data, 4096)).unwrap();
+    let request = Request::post(server.url("/api/echo"))
+        .body(chunked(&data, 4096))
+        .unwrap();
     let answer = send(&service, request).await.unwrap();
     assert_eq!(answer.status, 401, "the 401 comes back unchanged");
     assert!(answer.headers.contains_key("www-authenticate"));
     assert_eq!(server.stats().api_requests, 1, "not retried");
 
     // The next request uses a fresh token, without another 401.
-    let request = Request::post(server.url("/api/echo")).body(chunked(&data, 4096)).unwrap();
+    let request = Request::post(server.url("/api/echo"))
+        .body(chunked(&data, 4096))
+        .unwrap();
     let answer = send(&service, request).await.unwrap();
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["body_sha256"], sha256_hex(&data));
@@ -101,7 +114,9 @@ async fn a_body_of_known_size_over_the_cap_streams_through() {
     let server = MockServer::start().await;
     let service = client::<Full<Bytes>>(&common::builder(&server).build());
     let data = bytes(1024 * 1024, 4);
-    let request = Request::post(server.url("/api/echo")).body(Full::new(data.clone())).unwrap();
+    let request = Request::post(server.url("/api/echo"))
+        .body(Full::new(data.clone()))
+        .unwrap();
     let answer = send(&service, request).await.unwrap();
     assert_eq!(answer.json()["body_sha256"], sha256_hex(&data));
 }

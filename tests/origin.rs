@@ -18,13 +18,26 @@ async fn a_request_to_another_origin_carries_no_token() {
     let answer = send(&service, get(storage.url("/api/echo"))).await.unwrap();
     assert_eq!(answer.status, 401, "the other host saw no token");
     assert!(storage.stats().tokens_presented.is_empty());
-    assert_eq!(storage.stats().api_requests, 1, "and its 401 was not retried");
+    assert_eq!(
+        storage.stats().api_requests,
+        1,
+        "and its 401 was not retried"
+    );
     assert_eq!(api.stats().token_requests, 0, "no token was even fetched");
 
-    assert_eq!(send(&service, get(api.url("/api/echo"))).await.unwrap().status, 200);
+    assert_eq!(
+        send(&service, get(api.url("/api/echo")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let answer = send(&service, get(storage.url("/api/echo"))).await.unwrap();
     assert_eq!(answer.status, 401);
-    assert!(storage.stats().tokens_presented.is_empty(), "not even once a token exists");
+    assert!(
+        storage.stats().tokens_presented.is_empty(),
+        "not even once a token exists"
+    );
 }
 
 #[tokio::test]
@@ -46,7 +59,10 @@ async fn a_request_with_its_own_authorization_is_left_alone() {
         .body(Empty::new())
         .unwrap();
     let answer = send(&service, request).await.unwrap();
-    assert_eq!(answer.status, 401, "the caller's token is unknown to the server");
+    assert_eq!(
+        answer.status, 401,
+        "the caller's token is unknown to the server"
+    );
     let stats = api.stats();
     assert_eq!(stats.api_requests, 1, "not retried");
     assert_eq!(stats.token_requests, 0, "not replaced");

@@ -29,7 +29,11 @@ struct Source {
 }
 
 impl Source {
-    fn layer(lifetime: Duration, fail: &'static [usize], kind: TokenErrorKind) -> (Self, WokeloAuthLayer) {
+    fn layer(
+        lifetime: Duration,
+        fail: &'static [usize],
+        kind: TokenErrorKind,
+    ) -> (Self, WokeloAuthLayer) {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
         let source = token_source_fn(move |_current: Option<&Token>| {
@@ -132,7 +136,8 @@ async fn an_expired_token_is_never_sent() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_refresh_ahead_keeps_serving_the_old_token_and_tries_later() {
-    let (source, layer) = Source::layer(Duration::from_secs(100), &[2], TokenErrorKind::Unavailable);
+    let (source, layer) =
+        Source::layer(Duration::from_secs(100), &[2], TokenErrorKind::Unavailable);
     let (service, seen) = recorder(&layer);
     call(&service).await.unwrap();
     tokio::time::advance(Duration::from_secs(91)).await;
@@ -159,14 +164,21 @@ async fn a_failed_refresh_ahead_keeps_serving_the_old_token_and_tries_later() {
 
 #[tokio::test(start_paused = true)]
 async fn rejected_credentials_are_retried_once_per_backoff_window() {
-    let (source, layer) =
-        Source::layer(Duration::from_secs(100), &[1, 2], TokenErrorKind::CredentialsRejected);
+    let (source, layer) = Source::layer(
+        Duration::from_secs(100),
+        &[1, 2],
+        TokenErrorKind::CredentialsRejected,
+    );
     let (service, _seen) = recorder(&layer);
     let e = call(&service).await.unwrap_err();
     assert!(e.token_error().unwrap().is_credentials_rejected());
     tokio::time::advance(Duration::from_secs(29)).await;
     let e = call(&service).await.unwrap_err();
-    assert_eq!(e.token_error().unwrap().message(), "fetch 1 fails", "the cached error");
+    assert_eq!(
+        e.token_error().unwrap().message(),
+        "fetch 1 fails",
+        "the cached error"
+    );
     assert_eq!(source.calls(), 1);
 
     tokio::time::advance(Duration::from_secs(2)).await;
@@ -198,6 +210,10 @@ async fn transient_failures_back_off_and_honour_retry_after() {
     let started = tokio::time::Instant::now();
     call(&service).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert_eq!(started.elapsed(), Duration::from_secs(7), "waited exactly Retry-After");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(7),
+        "waited exactly Retry-After"
+    );
     assert_eq!(last(&seen), "Bearer ok");
 }

@@ -13,7 +13,13 @@ async fn a_thousand_401s_for_one_token_cause_one_refresh() {
     let server = MockServer::start().await;
     let layer = common::builder(&server).build();
     let service = client::<Empty<Bytes>>(&layer);
-    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    assert_eq!(
+        send(&service, get(server.url("/api/echo")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let old_token = server.stats().tokens_presented.into_keys().next().unwrap();
 
     // Server-side revocation: every request with the old token gets a 401,
@@ -28,16 +34,30 @@ async fn a_thousand_401s_for_one_token_cause_one_refresh() {
         tasks.spawn(async move { send(&service, get(url)).await });
     }
     while let Some(result) = tasks.join_next().await {
-        assert_eq!(result.unwrap().unwrap().status, 200, "every request recovers");
+        assert_eq!(
+            result.unwrap().unwrap().status,
+            200,
+            "every request recovers"
+        );
     }
 
     let stats = server.stats();
     assert_eq!(stats.tokens_issued, 1, "exactly one new token: {stats:?}");
     assert_eq!(stats.refresh_grants, 1, "one refresh attempt: {stats:?}");
     assert_eq!(stats.password_grants, 1, "one fallback login: {stats:?}");
-    assert!(stats.api_requests <= 2000, "no request sent more than twice: {stats:?}");
-    assert_eq!(stats.api_requests, 1000 + stats.unauthorized, "only 401s were resent: {stats:?}");
-    assert_eq!(stats.tokens_presented.get(&old_token).copied(), Some(stats.unauthorized));
+    assert!(
+        stats.api_requests <= 2000,
+        "no request sent more than twice: {stats:?}"
+    );
+    assert_eq!(
+        stats.api_requests,
+        1000 + stats.unauthorized,
+        "only 401s were resent: {stats:?}"
+    );
+    assert_eq!(
+        stats.tokens_presented.get(&old_token).copied(),
+        Some(stats.unauthorized)
+    );
     let new_token_uses: u64 = stats
         .tokens_presented
         .iter()
@@ -71,11 +91,17 @@ async fn a_second_401_is_returned_as_it_is() {
 async fn a_403_does_not_refresh() {
     let server = MockServer::start().await;
     let service = client::<Empty<Bytes>>(&common::builder(&server).build());
-    let answer = send(&service, get(server.url("/api/forbidden"))).await.unwrap();
+    let answer = send(&service, get(server.url("/api/forbidden")))
+        .await
+        .unwrap();
     assert_eq!(answer.status, 403);
     assert!(answer.json()["message"].is_string());
     let stats = server.stats();
-    assert_eq!((stats.token_requests, stats.api_requests), (1, 1), "{stats:?}");
+    assert_eq!(
+        (stats.token_requests, stats.api_requests),
+        (1, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -85,9 +111,21 @@ async fn a_late_401_does_not_discard_a_fresh_token() {
     // Two requests fail with the first token; the first 401 refreshes, the
     // second finds the token already replaced and reuses the fresh one.
     server.fail_next_api_requests(1, ApiFault::Unauthorized);
-    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    assert_eq!(
+        send(&service, get(server.url("/api/echo")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     assert_eq!(server.stats().tokens_issued, 2);
-    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    assert_eq!(
+        send(&service, get(server.url("/api/echo")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     assert_eq!(server.stats().tokens_issued, 2, "no refresh without a 401");
 }
 
@@ -99,7 +137,13 @@ async fn clones_share_one_token() {
     let b = a.clone();
     let c = client::<Empty<Bytes>>(&layer);
     for service in [&a, &b, &c] {
-        assert_eq!(send(service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+        assert_eq!(
+            send(service, get(server.url("/api/echo")))
+                .await
+                .unwrap()
+                .status,
+            200
+        );
     }
     let stats = server.stats();
     assert_eq!(stats.token_requests, 1);

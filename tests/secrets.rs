@@ -13,7 +13,10 @@ use common::{client, get, send, Captured};
 
 fn assert_absent(haystack: &str, secrets: &[String]) {
     for secret in secrets {
-        assert!(!haystack.contains(secret.as_str()), "secret {secret:?} leaked into:\n{haystack}");
+        assert!(
+            !haystack.contains(secret.as_str()),
+            "secret {secret:?} leaked into:\n{haystack}"
+        );
     }
 }
 
@@ -28,16 +31,39 @@ async fn secrets_are_absent_from_trace_output_debug_and_errors() {
 
     // Login, a 401 with a refresh (rotation), a revocation with a refused
     // refresh and a fallback login.
-    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    assert_eq!(
+        send(&service, get(server.url("/api/echo")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     server.fail_next_api_requests(1, ApiFault::Unauthorized);
-    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    assert_eq!(
+        send(&service, get(server.url("/api/echo")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     server.revoke_all();
-    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    assert_eq!(
+        send(&service, get(server.url("/api/echo")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 
     // Wrong credentials.
     let c = server.config();
-    let wrong = Credentials::new(&c.client_id, "wrong-client-secret-77", &c.username, "wrong-password-88")
-        .with_base_url(server.base_url().parse().unwrap());
+    let wrong = Credentials::new(
+        &c.client_id,
+        "wrong-client-secret-77",
+        &c.username,
+        "wrong-password-88",
+    )
+    .with_base_url(server.base_url().parse().unwrap());
     let bad_grant = PasswordGrant::new(wrong.clone());
     let bad = client::<Empty<Bytes>>(&WokeloAuthLayer::new(bad_grant.clone()));
     let error = send(&bad, get(server.url("/api/echo"))).await.unwrap_err();
@@ -54,9 +80,18 @@ async fn secrets_are_absent_from_trace_output_debug_and_errors() {
     ]);
 
     let log = captured.text();
-    assert!(log.contains("wokelo_auth.token_fetch"), "fetches are traced:\n{log}");
-    assert!(log.contains("retrying once with a fresh token"), "401 retries are traced");
-    assert!(log.contains("falling back to the password grant"), "fallback is traced");
+    assert!(
+        log.contains("wokelo_auth.token_fetch"),
+        "fetches are traced:\n{log}"
+    );
+    assert!(
+        log.contains("retrying once with a fresh token"),
+        "401 retries are traced"
+    );
+    assert!(
+        log.contains("falling back to the password grant"),
+        "fallback is traced"
+    );
     assert_absent(&log, &secrets);
 
     let shown = format!(
@@ -86,9 +121,21 @@ async fn refresh_tokens_from_any_source_stay_out_of_logs() {
     .with_api_base(base);
     let layer = WokeloAuthLayer::new(source);
     let service = client::<Empty<Bytes>>(&layer);
-    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    assert_eq!(
+        send(&service, get(server.url("/api/echo")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     server.fail_next_api_requests(1, ApiFault::Unauthorized);
-    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    assert_eq!(
+        send(&service, get(server.url("/api/echo")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 
     let secrets = issued.lock().unwrap().clone();
     assert_eq!(secrets.len(), 4);

@@ -21,7 +21,11 @@ async fn cold_stampede_of_1000_requests_makes_one_token_request() {
     let server = MockServer::start().await;
     let layer = common::builder(&server).build();
     let service = client::<Empty<Bytes>>(&layer);
-    assert_eq!(server.stats().token_requests, 0, "nothing is fetched before the first request");
+    assert_eq!(
+        server.stats().token_requests,
+        0,
+        "nothing is fetched before the first request"
+    );
 
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..1000 {
@@ -38,7 +42,10 @@ async fn cold_stampede_of_1000_requests_makes_one_token_request() {
     assert_eq!(ok, 1000);
 
     let stats = server.stats();
-    assert_eq!(stats.token_requests, 1, "exactly one token request: {stats:?}");
+    assert_eq!(
+        stats.token_requests, 1,
+        "exactly one token request: {stats:?}"
+    );
     assert_eq!(stats.tokens_presented.len(), 1);
     assert_eq!(stats.tokens_presented.values().sum::<u64>(), 1000);
 }
@@ -66,7 +73,10 @@ async fn dropping_the_request_that_started_the_fetch_does_not_cancel_it() {
 
     // The leader starts the fetch, then its caller gives up on it.
     let leader = service.clone().oneshot(get(server.url("/api/echo")));
-    assert!(leader.now_or_never().is_none(), "the leader waits for the token");
+    assert!(
+        leader.now_or_never().is_none(),
+        "the leader waits for the token"
+    );
     tokio::task::yield_now().await;
     assert_eq!(calls.load(Ordering::SeqCst), 1, "the fetch started");
 
@@ -82,6 +92,10 @@ async fn dropping_the_request_that_started_the_fetch_does_not_cancel_it() {
     for follower in followers {
         assert_eq!(follower.await.unwrap().unwrap().status, 200);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the followers joined the leader's fetch");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the followers joined the leader's fetch"
+    );
     assert_eq!(server.stats().api_requests, 10);
 }

@@ -31,7 +31,13 @@ async fn rotated_refresh_tokens_are_stored_and_used() {
     let service = client::<Empty<Bytes>>(&common::builder(&server).build());
     for _ in 0..3 {
         server.fail_next_api_requests(1, ApiFault::Unauthorized);
-        assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+        assert_eq!(
+            send(&service, get(server.url("/api/echo")))
+                .await
+                .unwrap()
+                .status,
+            200
+        );
     }
     let stats = server.stats();
     // A reused refresh token would be refused (and revoke the family).
@@ -45,9 +51,21 @@ async fn rotated_refresh_tokens_are_stored_and_used() {
 async fn a_refused_refresh_falls_back_to_the_password_grant() {
     let server = MockServer::start().await;
     let service = client::<Empty<Bytes>>(&common::builder(&server).build());
-    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    assert_eq!(
+        send(&service, get(server.url("/api/echo")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     server.revoke_all();
-    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    assert_eq!(
+        send(&service, get(server.url("/api/echo")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let stats = server.stats();
     assert_eq!(stats.refresh_grants, 1, "{stats:?}");
     assert_eq!(stats.invalid_grant, 1, "{stats:?}");
@@ -58,16 +76,27 @@ async fn a_refused_refresh_falls_back_to_the_password_grant() {
 async fn wrong_password_is_a_typed_error_and_the_endpoint_is_not_hammered() {
     let server = MockServer::start().await;
     let c = server.config();
-    let credentials = Credentials::new(&c.client_id, &c.client_secret, &c.username, "wrong-password-123")
-        .with_base_url(server.base_url().parse().unwrap());
+    let credentials = Credentials::new(
+        &c.client_id,
+        &c.client_secret,
+        &c.username,
+        "wrong-password-123",
+    )
+    .with_base_url(server.base_url().parse().unwrap());
     let service = client::<Empty<Bytes>>(&WokeloAuthLayer::new(PasswordGrant::new(credentials)));
 
     let e = token_error(send(&service, get(server.url("/api/echo"))).await);
     assert_eq!(e.kind(), TokenErrorKind::CredentialsRejected);
     assert_eq!(e.status().map(|s| s.as_u16()), Some(400));
     let message = e.to_string();
-    assert!(message.contains("invalid_grant: Invalid credentials given."), "{message}");
-    assert!(message.contains("WOKELO_PASSWORD"), "says what to check: {message}");
+    assert!(
+        message.contains("invalid_grant: Invalid credentials given."),
+        "{message}"
+    );
+    assert!(
+        message.contains("WOKELO_PASSWORD"),
+        "says what to check: {message}"
+    );
     assert!(!message.contains("wrong-password-123"));
 
     for _ in 0..5 {
@@ -75,7 +104,10 @@ async fn wrong_password_is_a_typed_error_and_the_endpoint_is_not_hammered() {
         assert_eq!(again.kind(), TokenErrorKind::CredentialsRejected);
     }
     let stats = server.stats();
-    assert_eq!(stats.token_requests, 1, "one attempt inside the backoff window: {stats:?}");
+    assert_eq!(
+        stats.token_requests, 1,
+        "one attempt inside the backoff window: {stats:?}"
+    );
     assert_eq!(stats.api_requests, 0, "nothing sent without a token");
 }
 
@@ -89,7 +121,10 @@ async fn wrong_client_secret_is_invalid_client_and_not_retried() {
     let e = token_error(send(&service, get(server.url("/api/echo"))).await);
     assert!(e.is_credentials_rejected());
     assert_eq!(e.status().map(|s| s.as_u16()), Some(401));
-    assert_eq!(e.body().and_then(|b| b.error.as_deref()), Some("invalid_client"));
+    assert_eq!(
+        e.body().and_then(|b| b.error.as_deref()),
+        Some("invalid_client")
+    );
     assert!(e.to_string().contains("WOKELO_CLIENT_SECRET"), "{e}");
     assert_eq!(server.stats().token_requests, 1);
 }
@@ -105,9 +140,19 @@ async fn two_503s_then_success_recovers() {
             body: r#"{"detail":"Service unavailable"}"#.into(),
         },
     );
-    assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+    assert_eq!(
+        send(&service, get(server.url("/api/echo")))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let stats = server.stats();
-    assert_eq!((stats.token_requests, stats.tokens_issued), (3, 1), "{stats:?}");
+    assert_eq!(
+        (stats.token_requests, stats.tokens_issued),
+        (3, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -175,7 +220,13 @@ async fn every_body_encoding_logs_in() {
         let server = MockServer::start().await;
         let source = PasswordGrant::new(common::credentials(&server)).with_encoding(encoding);
         let service = client::<Empty<Bytes>>(&WokeloAuthLayer::new(source));
-        assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+        assert_eq!(
+            send(&service, get(server.url("/api/echo")))
+                .await
+                .unwrap()
+                .status,
+            200
+        );
         assert_eq!(server.stats().token_encodings.get(name), Some(&1), "{name}");
     }
 }
@@ -196,7 +247,13 @@ async fn odd_expires_in_values_still_give_a_usable_token() {
         .await;
         let service = client::<Empty<Bytes>>(&common::builder(&server).build());
         for _ in 0..3 {
-            assert_eq!(send(&service, get(server.url("/api/echo"))).await.unwrap().status, 200);
+            assert_eq!(
+                send(&service, get(server.url("/api/echo")))
+                    .await
+                    .unwrap()
+                    .status,
+                200
+            );
         }
         assert_eq!(server.stats().token_requests, 1, "expires_in {value}");
     }

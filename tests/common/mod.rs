@@ -63,7 +63,10 @@ impl Answer {
 }
 
 /// Sends `request` through a clone of `service` and reads the whole answer.
-pub async fn send<B>(service: &WokeloAuth<HttpClient<B>>, request: Request<B>) -> Result<Answer, Error>
+pub async fn send<B>(
+    service: &WokeloAuth<HttpClient<B>>,
+    request: Request<B>,
+) -> Result<Answer, Error>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -84,7 +87,9 @@ where
 
 /// `GET url` with an empty body.
 pub fn get(url: String) -> Request<Empty<Bytes>> {
-    Request::get(url).body(Empty::new()).expect("a valid request")
+    Request::get(url)
+        .body(Empty::new())
+        .expect("a valid request")
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
