@@ -72,6 +72,7 @@ pub mod future;
 mod layer;
 mod origin;
 mod replay;
+pub mod retry_policy;
 mod service;
 pub mod source;
 mod token;
@@ -86,6 +87,7 @@ pub use error::{BoxError, ConfigError, Error, OAuthErrorBody, TokenError, TokenE
 pub use layer::{WokeloAuthBuilder, WokeloAuthLayer};
 pub use origin::{ApiBase, DEFAULT_BASE_URL};
 pub use replay::{ReplayBody, DEFAULT_MAX_REPLAY_BODY_BYTES};
+pub use retry_policy::{ReplayableBody, WokeloRetryPolicy};
 pub use service::WokeloAuth;
 pub use source::{
     token_source_fn, Credentials, PasswordGrant, StaticToken, TokenFuture, TokenRequestEncoding,

@@ -1,0 +1,272 @@
+//! [`WokeloRetryPolicy`]: Wokelo's published retry rules as a tower
+//! [`retry::Policy`](tower::retry::Policy).
+//!
+//! Compose it *outside* the auth layer, so that each retry goes through the
+//! layer again (and gets a valid token):
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{retry::RetryLayer, ServiceBuilder};
+//! use wokelo_auth::{StaticToken, WokeloAuthLayer, WokeloRetryPolicy};
+//!
+//! # let hyper_client = tower::service_fn(|_req: http::Request<wokelo_auth::ReplayBody<http_body_util::Full<bytes::Bytes>>>| async {
+//! #     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+//! # });
+//! let client = ServiceBuilder::new()
+//!     .layer(RetryLayer::new(
+//!         WokeloRetryPolicy::new().with_budget(Duration::from_secs(120)),
+//!     ))
+//!     .layer(WokeloAuthLayer::new(StaticToken::new("token")))
+//!     .service(hyper_client);
+//! # let _ = client;
+//! ```
+//!
+//! | answer | retried |
+//! |---|---|
+//! | `429` | yes: exponential backoff from 1 s to 60 s with jitter, or `Retry-After` (seconds or HTTP-date) |
+//! | `500` | at most 3 times |
+//! | `502`, `503` | at most 5 times |
+//! | `401` | never here: the auth layer refreshes and retries once |
+//! | `403`, other `4xx`, other statuses | never |
+//! | errors | never (the auth layer already retries the token endpoint) |
+//!
+//! Only idempotent methods (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`,
+//! `TRACE`) are retried unless [`retry_non_idempotent`](WokeloRetryPolicy::retry_non_idempotent)
+//! is set: a job submit (`POST`) must not be duplicated by surprise. A
+//! request whose body cannot be replayed ([`ReplayableBody`]) is not retried.
+
+use std::{pin::Pin, time::Duration};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Empty, Full};
+use tokio::time::Instant;
+
+use crate::source::token_response::parse_retry_after;
+
+/// A request body that can be sent again.
+pub trait ReplayableBody: http_body::Body + Sized {
+    /// A copy of the body for another attempt, or `None` if it cannot be
+    /// replayed.
+    fn try_clone(&self) -> Option<Self>;
+}
+
+impl ReplayableBody for Full<Bytes> {
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl ReplayableBody for Empty<Bytes> {
+    fn try_clone(&self) -> Option<Self> {
+        Some(*self)
+    }
+}
+
+impl ReplayableBody for String {
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+/// Wokelo's retry rules for the API's own answers; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct WokeloRetryPolicy {
+    retry_non_idempotent: bool,
+    budget: Duration,
+    base: Duration,
+    max_backoff: Duration,
+    max_429: u32,
+    max_500: u32,
+    max_502_503: u32,
+    // Per request: the Retry service clones the policy for each request.
+    first_failure: Option<Instant>,
+    tries_429: u32,
+    tries_500: u32,
+    tries_502_503: u32,
+}
+
+impl Default for WokeloRetryPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WokeloRetryPolicy {
+    /// The published rules, idempotent methods only, a 5 minute budget.
+    pub fn new() -> Self {
+        Self {
+            retry_non_idempotent: false,
+            budget: Duration::from_secs(300),
+            base: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            max_429: 10,
+            max_500: 3,
+            max_502_503: 5,
+            first_failure: None,
+            tries_429: 0,
+            tries_500: 0,
+            tries_502_503: 0,
+        }
+    }
+
+    /// Also retries `POST` and `PATCH`. Off by default: retrying a job
+    /// submit can start the job twice.
+    pub fn retry_non_idempotent(mut self, yes: bool) -> Self {
+        self.retry_non_idempotent = yes;
+        self
+    }
+
+    /// The most time spent retrying one request, counted from its first
+    /// failed attempt (default 5 minutes). A wait that would end past the
+    /// budget is not started: the last answer is returned instead.
+    pub fn with_budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// How many `429`s are retried for one request (default 10).
+    pub fn with_max_429_retries(mut self, retries: u32) -> Self {
+        self.max_429 = retries;
+        self
+    }
+
+    fn method_allowed(&self, method: &Method) -> bool {
+        self.retry_non_idempotent || method.is_idempotent()
+    }
+
+    /// Exponential backoff with full jitter in its upper half:
+    /// `base * 2^(n-1)` capped at the maximum, times [0.5, 1.0).
+    fn backoff(&self, n: u32) -> Duration {
+        self.base
+            .saturating_mul(1 << n.saturating_sub(1).min(16))
+            .min(self.max_backoff)
+            .mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
+
+    /// The wait before the next attempt, or `None` to stop, for a response
+    /// with `status` and `headers`.
+    fn decide(&mut self, status: StatusCode, headers: &http::HeaderMap) -> Option<Duration> {
+        let (tries, max) = match status.as_u16() {
+            429 => (&mut self.tries_429, self.max_429),
+            500 => (&mut self.tries_500, self.max_500),
+            502 | 503 => (&mut self.tries_502_503, self.max_502_503),
+            _ => return None,
+        };
+        if *tries >= max {
+            return None;
+        }
+        *tries += 1;
+        let n = *tries;
+        // The server's word wins; the budget bounds it below.
+        let delay = parse_retry_after(headers).unwrap_or_else(|| self.backoff(n));
+        let now = Instant::now();
+        let first = *self.first_failure.get_or_insert(now);
+        if now + delay > first + self.budget {
+            return None;
+        }
+        Some(delay)
+    }
+}
+
+/// The wait before a retry.
+pub type RetryDelay = Pin<Box<tokio::time::Sleep>>;
+
+impl<B, R, E> tower::retry::Policy<Request<B>, Response<R>, E> for WokeloRetryPolicy
+where
+    B: ReplayableBody,
+{
+    type Future = RetryDelay;
+
+    fn retry(
+        &mut self,
+        req: &mut Request<B>,
+        result: &mut Result<Response<R>, E>,
+    ) -> Option<Self::Future> {
+        let response = result.as_ref().ok()?;
+        if !self.method_allowed(req.method()) {
+            return None;
+        }
+        let delay = self.decide(response.status(), response.headers())?;
+        tracing::debug!(
+            status = response.status().as_u16(),
+            delay_ms = delay.as_millis() as u64,
+            "retrying the request after the API's answer"
+        );
+        Some(Box::pin(tokio::time::sleep(delay)))
+    }
+
+    fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
+        if !self.method_allowed(req.method()) {
+            return None;
+        }
+        let body = req.body().try_clone()?;
+        let mut clone = Request::new(body);
+        *clone.method_mut() = req.method().clone();
+        *clone.uri_mut() = req.uri().clone();
+        *clone.version_mut() = req.version();
+        *clone.headers_mut() = req.headers().clone();
+        *clone.extensions_mut() = req.extensions().clone();
+        Some(clone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{header::RETRY_AFTER, HeaderMap};
+
+    fn headers(retry_after: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(v) = retry_after {
+            h.insert(RETRY_AFTER, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_per_status() {
+        let h = headers(None);
+        for (status, max) in [(500, 3), (502, 5), (503, 5), (429, 10)] {
+            let mut p = WokeloRetryPolicy::new().with_budget(Duration::from_secs(100_000));
+            let n = (0..20)
+                .take_while(|_| {
+                    p.decide(StatusCode::from_u16(status).unwrap(), &h)
+                        .is_some()
+                })
+                .count();
+            assert_eq!(n, max, "status {status}");
+        }
+        let mut p = WokeloRetryPolicy::new();
+        for status in [400, 401, 403, 404, 504, 200] {
+            assert!(
+                p.decide(StatusCode::from_u16(status).unwrap(), &h)
+                    .is_none(),
+                "{status}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_for_429_grows_from_1s_to_60s() {
+        let p = WokeloRetryPolicy::new();
+        for n in 1..=12 {
+            let d = p.backoff(n);
+            let nominal = Duration::from_secs(1u64 << (n - 1)).min(Duration::from_secs(60));
+            assert!(d >= nominal / 2 && d < nominal, "try {n}: {d:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_wins_and_the_budget_bounds_it() {
+        let mut p = WokeloRetryPolicy::new().with_budget(Duration::from_secs(10));
+        assert_eq!(
+            p.decide(StatusCode::TOO_MANY_REQUESTS, &headers(Some("7"))),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            p.decide(StatusCode::TOO_MANY_REQUESTS, &headers(Some("11"))),
+            None
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! `WokeloRetryPolicy` composed outside the auth layer, against the mock API.
+
+mod common;
+
+use std::{
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use tower::{retry::RetryLayer, service_fn, ServiceBuilder, ServiceExt};
+use wokelo_auth::{
+    testing::{ApiFault, MockServer},
+    WokeloRetryPolicy,
+};
+
+use common::{bytes, client, sha256_hex};
+
+fn fault(status: u16, n: usize, server: &MockServer) {
+    server.fail_next_api_requests(
+        n,
+        ApiFault::Status {
+            status,
+            body: r#"{"detail":"try again"}"#.into(),
+            // Retry-After: 0 keeps the wire tests fast; backoff timing is
+            // tested under paused time below.
+            retry_after_secs: Some(0),
+        },
+    );
+}
+
+async fn status_of<S>(service: S, request: Request<Full<Bytes>>) -> (StatusCode, Bytes)
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<hyper::body::Incoming>>,
+    S::Error: std::fmt::Debug,
+{
+    let response = service.oneshot(request).await.unwrap();
+    let status = response.status();
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn retries_503_then_succeeds_with_the_body_replayed() {
+    let server = MockServer::start().await;
+    let auth = common::builder(&server).build();
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(WokeloRetryPolicy::new()))
+        .service(client::<Full<Bytes>>(&auth));
+    fault(503, 2, &server);
+    let data = bytes(4096, 9);
+    let request = Request::put(server.url("/api/echo"))
+        .body(Full::new(data.clone()))
+        .unwrap();
+    let (status, body) = status_of(service, request).await;
+    assert_eq!(status, 200);
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["body_sha256"], sha256_hex(&data));
+    assert_eq!(server.stats().api_requests, 3);
+}
+
+#[tokio::test]
+async fn gives_up_on_500_after_three_retries() {
+    let server = MockServer::start().await;
+    let auth = common::builder(&server).build();
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(WokeloRetryPolicy::new()))
+        .service(client::<Full<Bytes>>(&auth));
+    fault(500, 10, &server);
+    let request = Request::get(server.url("/api/echo"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(status_of(service, request).await.0, 500);
+    assert_eq!(server.stats().api_requests, 4, "one try and three retries");
+}
+
+#[tokio::test]
+async fn post_is_not_retried_unless_opted_in_and_403_never() {
+    let server = MockServer::start().await;
+    let auth = common::builder(&server).build();
+    let default = ServiceBuilder::new()
+        .layer(RetryLayer::new(WokeloRetryPolicy::new()))
+        .service(client::<Full<Bytes>>(&auth));
+    fault(503, 1, &server);
+    let post = || {
+        Request::post(server.url("/api/echo"))
+            .body(Full::from("job"))
+            .unwrap()
+    };
+    assert_eq!(status_of(default.clone(), post()).await.0, 503);
+    assert_eq!(server.stats().api_requests, 1);
+
+    let opted_in = ServiceBuilder::new()
+        .layer(RetryLayer::new(
+            WokeloRetryPolicy::new().retry_non_idempotent(true),
+        ))
+        .service(client::<Full<Bytes>>(&auth));
+    fault(503, 1, &server);
+    assert_eq!(status_of(opted_in, post()).await.0, 200);
+    assert_eq!(server.stats().api_requests, 3);
+
+    let forbidden = Request::get(server.url("/api/forbidden"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(status_of(default, forbidden).await.0, 403);
+    assert_eq!(server.stats().api_requests, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn backs_off_exponentially_and_honours_retry_after() {
+    // 429 without Retry-After twice, then 429 with Retry-After: 5, then 200.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let inner = service_fn(move |_req: Request<Empty<Bytes>>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut response = Response::new(Empty::<Bytes>::new());
+            *response.status_mut() = if n < 3 {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::OK
+            };
+            if n == 2 {
+                response
+                    .headers_mut()
+                    .insert("retry-after", "5".parse().unwrap());
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(WokeloRetryPolicy::new()))
+        .service(inner);
+    let started = tokio::time::Instant::now();
+    let response = service
+        .oneshot(
+            Request::get("https://api.wokelo.ai/api/x")
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    // Backoff 1 s then 2 s (each jittered into [0.5, 1.0) of that), then 5 s.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(6500) && waited < Duration::from_secs(8),
+        "waited {waited:?}"
+    );
+}
