@@ -71,6 +71,8 @@ mod error;
 pub mod future;
 mod layer;
 mod origin;
+#[cfg(test)]
+mod proptests;
 mod replay;
 pub mod retry_policy;
 mod service;

@@ -26,7 +26,14 @@ pub(crate) fn handle(shared: &Shared, parts: &request::Parts, body: &Bytes) -> M
                 .entry(token.to_owned())
                 .or_default() += 1;
         }
-        let fault = inner.api_faults.pop_front();
+        let fault = inner.api_faults.pop_front().or_else(|| {
+            let rate = shared.config.api_throttle_rate;
+            (rate > 0.0 && fastrand::f64() < rate).then(|| ApiFault::Status {
+                status: 429,
+                body: r#"{"detail":"Request was throttled."}"#.to_owned(),
+                retry_after_secs: Some(0),
+            })
+        });
         let check = bearer.map(|token| inner.tokens.check(token, Instant::now()));
         (fault, check)
     };

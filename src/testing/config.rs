@@ -55,6 +55,14 @@ pub struct MockConfig {
     /// `PROCESSING` (the rest) before the job reports `COMPLETED` (or `FAILED`).
     /// Default 2.
     pub job_steps: u32,
+    /// The fraction (0.0 to 1.0) of token requests, beyond the queued faults,
+    /// that answer `503 {"detail":"Service temporarily unavailable."}` at
+    /// random. For soak tests. Default 0.
+    pub token_failure_rate: f64,
+    /// The fraction (0.0 to 1.0) of protected-endpoint requests, beyond the
+    /// queued faults, that answer `429` with `Retry-After: 0` at random. For
+    /// soak tests. Default 0.
+    pub api_throttle_rate: f64,
 }
 
 impl Default for MockConfig {
@@ -70,6 +78,8 @@ impl Default for MockConfig {
             reuse_protection: false,
             token_latency: Duration::ZERO,
             job_steps: 2,
+            token_failure_rate: 0.0,
+            api_throttle_rate: 0.0,
         }
     }
 }

@@ -52,7 +52,13 @@ pub(crate) async fn handle(shared: &Shared, parts: &request::Parts, body: &Bytes
             Some("refresh_token") => stats.refresh_grants += 1,
             _ => {}
         }
-        inner.token_faults.pop_front()
+        inner.token_faults.pop_front().or_else(|| {
+            let rate = shared.config.token_failure_rate;
+            (rate > 0.0 && fastrand::f64() < rate).then(|| TokenFault::Status {
+                status: 503,
+                body: r#"{"detail":"Service temporarily unavailable."}"#.to_owned(),
+            })
+        })
     };
 
     if !shared.config.token_latency.is_zero() {
