@@ -77,6 +77,7 @@ mod replay;
 pub mod retry_policy;
 mod service;
 pub mod source;
+pub mod store;
 mod token;
 mod token_client;
 

@@ -1,0 +1,285 @@
+use std::{fmt, sync::Arc, time::Duration, time::SystemTime};
+
+use ::redis::{aio::ConnectionManager, AsyncCommands, Script};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use super::{
+    codec::{self, EncryptionKey},
+    Lease, StoreError, StoreFuture, StoredToken, TokenStore,
+};
+
+/// Writes the token only while the lease still holds the lock.
+const FENCED_SET: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+/// Releases the lock only if the lease still holds it.
+const FENCED_DEL: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// Shares one token, and one refresher, between every process that uses the
+/// same Redis and the same account.
+///
+/// - Keys are `wokelo-auth:v1:<hash>:token` and `...:lock`, where the hash
+///   is SHA-256 of the API origin, client id and username: no secret, and no
+///   e-mail address, in key names.
+/// - The refresh lock is `SET NX PX` with a random lease; the token is
+///   written by a Lua script only while that lease holds the lock (a fenced
+///   write), so a process whose lock expired cannot overwrite a newer token.
+/// - Entries expire with the token (`PX`).
+/// - With [`with_encryption_key`](Self::with_encryption_key), entries are
+///   sealed with XChaCha20-Poly1305, bound to their key name.
+/// - The connection is made on first use and re-made after a failure; every
+///   operation has a timeout. When Redis is down or slow, the layer fetches
+///   tokens on its own and sharing resumes when Redis is back.
+///
+/// ```no_run
+/// use wokelo_auth::{store::RedisStore, Credentials, PasswordGrant, WokeloAuthLayer};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisStore::open("rediss://:password@redis.internal:6380/0")?;
+/// let layer = WokeloAuthLayer::builder(PasswordGrant::new(Credentials::from_env()?))
+///     .token_store(store)
+///     .build();
+/// # let _ = layer; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: ::redis::Client,
+    connection: OnceCell<ConnectionManager>,
+    encryption: Option<EncryptionKey>,
+    timeout: Duration,
+    prefix: String,
+    set: Script,
+    del: Script,
+}
+
+impl RedisStore {
+    /// A store for the Redis at `url`: `redis://[:password@]host[:port][/db]`,
+    /// `rediss://` for TLS, `redis+unix:///path`. Does not connect yet.
+    ///
+    /// # Errors
+    ///
+    /// When the URL is not a Redis URL.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let client = ::redis::Client::open(url).map_err(|e| {
+            StoreError::new("invalid Redis URL (expected redis://, rediss:// or redis+unix://)")
+                .with_source(e)
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                connection: OnceCell::new(),
+                encryption: None,
+                timeout: Duration::from_secs(1),
+                prefix: "wokelo-auth:v1".to_owned(),
+                set: Script::new(FENCED_SET),
+                del: Script::new(FENCED_DEL),
+            }),
+        })
+    }
+
+    fn rebuild(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            client: shared.client.clone(),
+            connection: OnceCell::new(),
+            encryption: shared.encryption.clone(),
+            timeout: shared.timeout,
+            prefix: shared.prefix.clone(),
+            set: Script::new(FENCED_SET),
+            del: Script::new(FENCED_DEL),
+        });
+        f(&mut inner);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Seals stored tokens with `key`; entries not sealed with it are ignored.
+    pub fn with_encryption_key(self, key: EncryptionKey) -> Self {
+        self.rebuild(|i| i.encryption = Some(key))
+    }
+
+    /// The timeout of each Redis operation (default 1 s).
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        self.rebuild(|i| i.timeout = timeout)
+    }
+
+    /// The key prefix (default `wokelo-auth:v1`).
+    pub fn with_prefix(self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        self.rebuild(|i| i.prefix = prefix)
+    }
+
+    /// The Redis key of the token for the account `key`.
+    pub fn token_key(&self, key: &str) -> String {
+        format!("{}:token", self.inner.base(key))
+    }
+
+    /// The Redis key of the refresh lock for the account `key`.
+    pub fn lock_key(&self, key: &str) -> String {
+        format!("{}:lock", self.inner.base(key))
+    }
+}
+
+impl Inner {
+    fn base(&self, key: &str) -> String {
+        let digest = Sha256::digest(key.as_bytes());
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}:{hex}", self.prefix)
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        let config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(1);
+        let connect = self.connection.get_or_try_init(|| async {
+            ConnectionManager::new_with_config(self.client.clone(), config)
+                .await
+                .map_err(|e| StoreError::new("cannot connect to Redis").with_source(e))
+        });
+        match tokio::time::timeout(self.timeout, connect).await {
+            Ok(connection) => connection.cloned(),
+            Err(_) => Err(StoreError::new(format!(
+                "cannot connect to Redis within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Runs one Redis operation with the timeout.
+    async fn run<T>(
+        &self,
+        what: &'static str,
+        op: impl AsyncFnOnce(&mut ConnectionManager) -> ::redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.connection().await?;
+        match tokio::time::timeout(self.timeout, op(&mut connection)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(StoreError::new(format!("Redis {what} failed")).with_source(e)),
+            Err(_) => Err(StoreError::new(format!(
+                "Redis {what} did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+impl TokenStore for RedisStore {
+    fn load<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<StoredToken>> {
+        Box::pin(async move {
+            let token_key = self.token_key(key);
+            let bytes: Option<Vec<u8>> = self
+                .inner
+                .run("GET", async |c| c.get(&token_key).await)
+                .await?;
+            let Some(bytes) = bytes else { return Ok(None) };
+            match codec::decode(&bytes, key, self.inner.encryption.as_ref(), SystemTime::now()) {
+                Ok(stored) => Ok(Some(stored)),
+                Err(reason) => {
+                    tracing::warn!(redis_key = %token_key, %reason, "ignoring the stored token");
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    fn lock<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<Lease>> {
+        Box::pin(async move {
+            let lease = Lease::random();
+            let lock_key = self.lock_key(key);
+            let ttl_ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+            let set: Option<String> = self
+                .inner
+                .run("SET NX", async |c| {
+                    ::redis::cmd("SET")
+                        .arg(&lock_key)
+                        .arg(lease.as_str())
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl_ms)
+                        .query_async(c)
+                        .await
+                })
+                .await?;
+            Ok(set.map(|_| lease))
+        })
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a StoredToken,
+        lease: &'a Lease,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let value = codec::encode(token, key, self.inner.encryption.as_ref());
+            let ttl_ms = token.remaining().as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+            let (lock_key, token_key) = (self.lock_key(key), self.token_key(key));
+            let written: i64 = self
+                .inner
+                .run("fenced SET", async |c| {
+                    self.inner
+                        .set
+                        .key(&lock_key)
+                        .key(&token_key)
+                        .arg(lease.as_str())
+                        .arg(value)
+                        .arg(ttl_ms)
+                        .invoke_async(c)
+                        .await
+                })
+                .await?;
+            Ok(written == 1)
+        })
+    }
+
+    fn unlock<'a>(&'a self, key: &'a str, lease: &'a Lease) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let lock_key = self.lock_key(key);
+            let _: i64 = self
+                .inner
+                .run("fenced DEL", async |c| {
+                    self.inner
+                        .del
+                        .key(&lock_key)
+                        .arg(lease.as_str())
+                        .invoke_async(c)
+                        .await
+                })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The connection info may hold a password: show the address only.
+        let addr = &self.inner.client.get_connection_info().addr;
+        f.debug_struct("RedisStore")
+            .field("addr", &addr.to_string())
+            .field("prefix", &self.inner.prefix)
+            .field("encrypted", &self.inner.encryption.is_some())
+            .field("timeout", &self.inner.timeout)
+            .finish()
+    }
+}
