@@ -15,6 +15,9 @@
 //! - **Failure backoff**: after a non-transient failure (wrong credentials,
 //!   invalid response) requests fail fast with that error for a window,
 //!   rather than hammering the token endpoint.
+//! - **Shared stores**: with an external [`TokenStore`], a fetch first looks
+//!   for a token another process stored, and refreshes only under the
+//!   store's lock, from the stored refresh token (see [`crate::store`]).
 
 use std::{
     fmt,
@@ -22,7 +25,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, PoisonError,
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use arc_swap::ArcSwapOption;
@@ -32,7 +35,10 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::{Token, TokenError, TokenErrorKind, TokenSource};
+use crate::{
+    store::{Lease, MemoryStore, StoredToken, TokenStore},
+    Token, TokenError, TokenErrorKind, TokenSource,
+};
 
 /// The lifetime assumed when a token states none, or a zero, negative or
 /// non-numeric one: one hour. A token that dies earlier is caught by the
@@ -56,6 +62,10 @@ pub(crate) struct CacheConfig {
     pub(crate) failure_backoff: Duration,
     pub(crate) max_refresh_margin: Duration,
     pub(crate) default_lifetime: Duration,
+    /// How often a cached token is compared with a shared store's.
+    pub(crate) store_sync_interval: Duration,
+    /// How often a process waiting for another's refresh looks again.
+    pub(crate) store_poll_interval: Duration,
 }
 
 impl Default for CacheConfig {
@@ -68,6 +78,8 @@ impl Default for CacheConfig {
             failure_backoff: Duration::from_secs(30),
             max_refresh_margin: Duration::from_secs(5 * 60),
             default_lifetime: DEFAULT_LIFETIME,
+            store_sync_interval: Duration::from_secs(60),
+            store_poll_interval: Duration::from_millis(50),
         }
     }
 }
@@ -78,9 +90,14 @@ pub(crate) struct Entry {
     /// `Bearer <token>`, marked sensitive.
     pub(crate) header: HeaderValue,
     pub(crate) generation: u64,
+    /// When the hot path must look up from the token: the refresh point, or
+    /// the next comparison with a shared store, whichever comes first.
+    pub(crate) wake_at: Instant,
     pub(crate) refresh_at: Instant,
     pub(crate) expires_at: Instant,
     pub(crate) token: Token,
+    /// Which fetch made this token, across processes (see [`StoredToken::id`]).
+    pub(crate) store_id: u64,
 }
 
 pub(crate) type FetchOutput = Result<Arc<Entry>, TokenError>;
@@ -95,6 +112,12 @@ pub(crate) struct TokenCache {
     next_generation: AtomicU64,
     state: Mutex<State>,
     source: Box<dyn TokenSource>,
+    store: Box<dyn TokenStore>,
+    store_key: String,
+    /// The store is failing; logged once per outage.
+    store_down: AtomicBool,
+    /// A comparison with the store is running.
+    syncing: AtomicBool,
     config: CacheConfig,
 }
 
@@ -103,7 +126,7 @@ struct State {
     inflight: Option<Inflight>,
     /// The newest token, even if expired or invalidated: its refresh token
     /// feeds the next fetch.
-    last: Option<Token>,
+    last: Option<Arc<Entry>>,
     failure: Option<Failure>,
     next_fetch_id: u64,
 }
@@ -140,13 +163,22 @@ impl Reason {
 }
 
 impl TokenCache {
-    pub(crate) fn new(source: Box<dyn TokenSource>, config: CacheConfig) -> Self {
+    pub(crate) fn new(
+        source: Box<dyn TokenSource>,
+        store: Option<Box<dyn TokenStore>>,
+        store_key: String,
+        config: CacheConfig,
+    ) -> Self {
         Self {
             current: ArcSwapOption::empty(),
             fetching: AtomicBool::new(false),
             next_generation: AtomicU64::new(1),
             state: Mutex::new(State::default()),
             source,
+            store: store.unwrap_or_else(|| Box::new(MemoryStore)),
+            store_key,
+            store_down: AtomicBool::new(false),
+            syncing: AtomicBool::new(false),
             config,
         }
     }
@@ -158,24 +190,73 @@ impl TokenCache {
     /// The hot path: the header to attach and its generation, if a valid
     /// token is cached. Past the refresh point it also starts a background
     /// refresh (once) and still returns the valid token.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn current(self: &Arc<Self>) -> Option<(HeaderValue, u64)> {
         let guard = self.current.load();
         let entry = guard.as_deref()?;
         let now = Instant::now();
-        if now >= entry.refresh_at {
+        if now >= entry.wake_at {
             if now >= entry.expires_at {
                 return None;
             }
-            if !self.fetching.load(Ordering::Acquire) {
-                self.refresh_ahead();
-            }
+            self.wake(entry, now);
         }
         Some((entry.header.clone(), entry.generation))
     }
 
     fn valid_entry(&self, now: Instant) -> Option<Arc<Entry>> {
         self.current.load_full().filter(|e| now < e.expires_at)
+    }
+
+    /// Past the entry's wake point: refresh ahead, or compare with the store.
+    #[cold]
+    fn wake(self: &Arc<Self>, entry: &Entry, now: Instant) {
+        if now >= entry.refresh_at {
+            if !self.fetching.load(Ordering::Acquire) {
+                self.refresh_ahead();
+            }
+        } else if !self.syncing.swap(true, Ordering::AcqRel) {
+            self.sync_with_store(entry.generation);
+        }
+    }
+
+    /// Adopts a newer token another process stored, if there is one, and
+    /// sets the next comparison.
+    fn sync_with_store(self: &Arc<Self>, generation: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.syncing.store(false, Ordering::Release);
+            return;
+        };
+        let cache = self.clone();
+        runtime.spawn(async move {
+            let stored = cache.store_op(cache.store.load(&cache.store_key)).await;
+            let mut state = cache.lock();
+            let now = Instant::now();
+            if let Some(current) = cache
+                .valid_entry(now)
+                .filter(|e| e.generation == generation)
+            {
+                let newer = stored.ok().flatten().filter(|s| {
+                    s.id != current.store_id
+                        && s.remaining() > current.expires_at.saturating_duration_since(now)
+                });
+                let next = match newer.map(|s| cache.adopt(s)) {
+                    Some(Ok(adopted)) => {
+                        tracing::debug!("adopted a newer token from the token store");
+                        state.last = Some(adopted.clone());
+                        adopted
+                    }
+                    _ => {
+                        let mut same = Entry::clone(&current);
+                        same.wake_at = same.refresh_at.min(now + cache.config.store_sync_interval);
+                        Arc::new(same)
+                    }
+                };
+                cache.current.store(Some(next));
+            }
+            drop(state);
+            cache.syncing.store(false, Ordering::Release);
+        });
     }
 
     #[cold]
@@ -299,7 +380,7 @@ impl TokenCache {
         let now = Instant::now();
         match output {
             Ok(entry) => {
-                state.last = Some(entry.token.clone());
+                state.last = Some(entry.clone());
                 state.failure = None;
                 self.current.store(Some(entry.clone()));
             }
@@ -327,76 +408,51 @@ impl TokenCache {
                     );
                     let mut postponed = Entry::clone(&entry);
                     postponed.refresh_at = now + retry_in;
+                    postponed.wake_at = postponed.wake_at.min(postponed.refresh_at);
                     self.current.store(Some(Arc::new(postponed)));
                 }
             }
         }
     }
 
-    /// One fetch: the source, retried on transient failures with exponential
-    /// backoff and jitter (or `Retry-After`), all within the fetch timeout.
-    async fn run_fetch(&self, current: Option<Token>, reason: Reason) -> FetchOutput {
+    /// One fetch, traced: through the shared store if there is one, else
+    /// straight from the source.
+    async fn run_fetch(&self, last: Option<Arc<Entry>>, reason: Reason) -> FetchOutput {
         let span = tracing::info_span!(
             "wokelo_auth.token_fetch",
             source = self.source.name(),
+            store = self.store.name(),
             reason = reason.as_str(),
-            has_refresh_token = current
-                .as_ref()
-                .is_some_and(|t| t.refresh_token().is_some()),
             attempts = tracing::field::Empty,
             outcome = tracing::field::Empty,
             duration_ms = tracing::field::Empty,
         );
         let started = Instant::now();
         let deadline = started + self.config.fetch_timeout;
-        let mut attempt = 0;
+        let mut attempts = 0;
         let output = async {
-            loop {
-                attempt += 1;
-                let requested_at = Instant::now();
-                let outcome =
-                    tokio::time::timeout_at(deadline, self.source.fetch(current.as_ref()))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(TokenError::new(
-                                TokenErrorKind::TimedOut,
-                                format!(
-                                    "the token endpoint did not answer within {:?}",
-                                    self.config.fetch_timeout
-                                ),
-                            ))
-                        });
-                let error = match outcome {
-                    Ok(token) => return self.entry(token, requested_at),
-                    Err(e) => e,
-                };
-                let retryable = error.kind() == TokenErrorKind::Unavailable
-                    && attempt <= self.config.max_retries;
-                let delay = error.retry_after().unwrap_or_else(|| self.backoff(attempt));
-                if !retryable || Instant::now() + delay >= deadline {
-                    return Err(error);
-                }
-                tracing::debug!(
-                    attempt,
-                    error = %error,
-                    delay_ms = delay.as_millis() as u64,
-                    "token fetch failed; retrying"
-                );
-                tokio::time::sleep(delay).await;
+            if self.store.is_external() {
+                self.fetch_shared(last, reason, deadline, &mut attempts)
+                    .await
+            } else {
+                let current = last.map(|e| e.token.clone());
+                let (token, requested_at) = self
+                    .fetch_from_source(current, deadline, &mut attempts)
+                    .await?;
+                self.entry(token, requested_at, fastrand::u64(..))
             }
         }
         .instrument(span.clone())
         .await;
-        let elapsed = started.elapsed();
-        span.record("attempts", attempt);
-        span.record("duration_ms", elapsed.as_millis() as u64);
+        span.record("attempts", attempts);
+        span.record("duration_ms", started.elapsed().as_millis() as u64);
         match &output {
             Ok(entry) => {
-                span.record("outcome", "ok");
+                span.record("outcome", if attempts == 0 { "adopted" } else { "ok" });
                 tracing::info!(
                     parent: &span,
                     generation = entry.generation,
-                    expires_in_s = entry.expires_at.saturating_duration_since(started).as_secs(),
+                    expires_in_s = entry.expires_at.saturating_duration_since(Instant::now()).as_secs(),
                     "token acquired"
                 );
             }
@@ -406,6 +462,183 @@ impl TokenCache {
             }
         }
         output
+    }
+
+    /// The source, retried on transient failures with exponential backoff
+    /// and jitter (or `Retry-After`), within `deadline`. Returns the token and
+    /// when it was requested (its lifetime counts from then).
+    async fn fetch_from_source(
+        &self,
+        current: Option<Token>,
+        deadline: Instant,
+        attempts: &mut u32,
+    ) -> Result<(Token, Instant), TokenError> {
+        loop {
+            *attempts += 1;
+            let requested_at = Instant::now();
+            let outcome = tokio::time::timeout_at(deadline, self.source.fetch(current.as_ref()))
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out("the token endpoint did not answer")));
+            let error = match outcome {
+                Ok(token) => return Ok((token, requested_at)),
+                Err(e) => e,
+            };
+            let retryable =
+                error.kind() == TokenErrorKind::Unavailable && *attempts <= self.config.max_retries;
+            let delay = error
+                .retry_after()
+                .unwrap_or_else(|| self.backoff(*attempts));
+            if !retryable || Instant::now() + delay >= deadline {
+                return Err(error);
+            }
+            tracing::debug!(
+                attempt = *attempts,
+                error = %error,
+                delay_ms = delay.as_millis() as u64,
+                "token fetch failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn timed_out(&self, what: &str) -> TokenError {
+        TokenError::new(
+            TokenErrorKind::TimedOut,
+            format!("{what} within {:?}", self.config.fetch_timeout),
+        )
+    }
+
+    /// A fetch through a shared store: adopt what another process stored,
+    /// else refresh under the store's lock (waiting while another process
+    /// holds it); on a store failure, fetch in this process.
+    async fn fetch_shared(
+        &self,
+        last: Option<Arc<Entry>>,
+        reason: Reason,
+        deadline: Instant,
+        attempts: &mut u32,
+    ) -> FetchOutput {
+        let key = self.store_key.as_str();
+        // The token being replaced is never adopted back; refresh-ahead also
+        // wants one that outlives it.
+        let (avoid, outlive) = match (&last, reason) {
+            (Some(e), Reason::RefreshAhead) => (
+                Some(e.store_id),
+                e.expires_at.saturating_duration_since(Instant::now()),
+            ),
+            (Some(e), Reason::Unauthorized) => (Some(e.store_id), Duration::ZERO),
+            _ => (None, Duration::ZERO),
+        };
+        let usable = |s: &StoredToken| Some(s.id) != avoid && s.remaining() > outlive;
+        let mut waited = false;
+        loop {
+            match self.store_op(self.store.load(key)).await {
+                Ok(Some(stored)) if usable(&stored) => return self.adopt(stored),
+                Ok(_) => {}
+                Err(()) => return self.fetch_alone(deadline, attempts).await,
+            }
+            let ttl = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            match self.store_op(self.store.lock(key, ttl)).await {
+                Ok(Some(lease)) => {
+                    let output = self
+                        .fetch_under_lease(&lease, usable, deadline, attempts)
+                        .await;
+                    let _ = self.store_op(self.store.unlock(key, &lease)).await;
+                    return output;
+                }
+                Ok(None) => {
+                    if !waited {
+                        tracing::debug!("another process is refreshing the token; waiting for it");
+                        waited = true;
+                    }
+                    let poll = self
+                        .config
+                        .store_poll_interval
+                        .mul_f64(0.5 + fastrand::f64());
+                    if Instant::now() + poll >= deadline {
+                        return Err(self.timed_out("no token appeared in the token store while another process held its refresh lock"));
+                    }
+                    tokio::time::sleep(poll).await;
+                }
+                Err(()) => return self.fetch_alone(deadline, attempts).await,
+            }
+        }
+    }
+
+    async fn fetch_under_lease(
+        &self,
+        lease: &Lease,
+        usable: impl Fn(&StoredToken) -> bool,
+        deadline: Instant,
+        attempts: &mut u32,
+    ) -> FetchOutput {
+        let key = self.store_key.as_str();
+        // Another process may have stored a token between our read and our lock.
+        let stored = self.store_op(self.store.load(key)).await.ok().flatten();
+        if let Some(stored) = stored.as_ref().filter(|s| usable(s)) {
+            return self.adopt(stored.clone());
+        }
+        // Refresh from the stored token only: a refresh token this process
+        // kept may have been rotated away by another.
+        let current = stored.map(|s| s.token);
+        let (token, requested_at) = self.fetch_from_source(current, deadline, attempts).await?;
+        let entry = self.entry(token, requested_at, fastrand::u64(..))?;
+        let record = StoredToken::new(
+            entry.store_id,
+            entry.token.clone(),
+            SystemTime::now() + entry.expires_at.saturating_duration_since(Instant::now()),
+        );
+        if let Ok(false) = self.store_op(self.store.save(key, &record, lease)).await {
+            tracing::warn!("the token store's refresh lock expired before the token was saved; this process alone uses it");
+        }
+        Ok(entry)
+    }
+
+    /// The store is failing: log in in this process alone. A fresh login, not
+    /// a refresh, since a refresh token from the store may have been rotated
+    /// by another process in the meantime.
+    async fn fetch_alone(&self, deadline: Instant, attempts: &mut u32) -> FetchOutput {
+        let (token, requested_at) = self.fetch_from_source(None, deadline, attempts).await?;
+        self.entry(token, requested_at, fastrand::u64(..))
+    }
+
+    /// Runs a store operation, logging once when the store starts failing and
+    /// once when it recovers.
+    async fn store_op<T>(&self, op: crate::store::StoreFuture<'_, T>) -> Result<T, ()> {
+        match op.await {
+            Ok(value) => {
+                if self.store_down.swap(false, Ordering::AcqRel) {
+                    tracing::info!(
+                        store = self.store.name(),
+                        "the token store is reachable again; sharing tokens"
+                    );
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                if !self.store_down.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        store = self.store.name(),
+                        error = %e,
+                        "the token store is unavailable; fetching tokens in this process until it is back"
+                    );
+                }
+                Err(())
+            }
+        }
+    }
+
+    /// A token another process stored, as a local entry.
+    fn adopt(&self, stored: StoredToken) -> FetchOutput {
+        let remaining = stored.remaining();
+        self.entry_for(
+            stored.token,
+            Instant::now(),
+            remaining.max(Duration::from_millis(1)),
+            stored.id,
+        )
     }
 
     /// Exponential backoff with jitter: `base * 2^(attempt-1)`, capped, times
@@ -419,7 +652,18 @@ impl TokenCache {
         exp.mul_f64(0.5 + fastrand::f64() / 2.0)
     }
 
-    fn entry(&self, token: Token, requested_at: Instant) -> FetchOutput {
+    fn entry(&self, token: Token, requested_at: Instant, store_id: u64) -> FetchOutput {
+        let lifetime = effective_lifetime(token.expires_in(), self.config.default_lifetime);
+        self.entry_for(token, requested_at, lifetime, store_id)
+    }
+
+    fn entry_for(
+        &self,
+        token: Token,
+        start: Instant,
+        lifetime: Duration,
+        store_id: u64,
+    ) -> FetchOutput {
         let mut header =
             HeaderValue::try_from(format!("Bearer {}", token.access_token().expose_secret()))
                 .map_err(|_| {
@@ -429,15 +673,21 @@ impl TokenCache {
                     )
                 })?;
         header.set_sensitive(true);
-        let lifetime = effective_lifetime(token.expires_in(), self.config.default_lifetime);
         let refresh_at =
-            requested_at + lifetime - refresh_margin(lifetime, self.config.max_refresh_margin);
+            start + lifetime - refresh_margin(lifetime, self.config.max_refresh_margin);
+        let wake_at = if self.store.is_external() {
+            refresh_at.min(Instant::now() + self.config.store_sync_interval)
+        } else {
+            refresh_at
+        };
         Ok(Arc::new(Entry {
             header,
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+            wake_at,
             refresh_at,
-            expires_at: requested_at + lifetime,
+            expires_at: start + lifetime,
             token,
+            store_id,
         }))
     }
 }

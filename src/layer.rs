@@ -7,6 +7,7 @@ use tower_layer::Layer;
 use crate::{
     cache::{CacheConfig, TokenCache},
     replay::DEFAULT_MAX_REPLAY_BODY_BYTES,
+    store::TokenStore,
     ApiBase, TokenSource, WokeloAuth,
 };
 
@@ -40,6 +41,7 @@ impl WokeloAuthLayer {
             base: None,
             max_replay_body_bytes: DEFAULT_MAX_REPLAY_BODY_BYTES,
             cache: CacheConfig::default(),
+            store: None,
         }
     }
 
@@ -84,9 +86,26 @@ pub struct WokeloAuthBuilder {
     base: Option<ApiBase>,
     max_replay_body_bytes: usize,
     cache: CacheConfig,
+    store: Option<Box<dyn TokenStore>>,
 }
 
 impl WokeloAuthBuilder {
+    /// Persists the token through `store`: a [`FileStore`](crate::store::FileStore)
+    /// for a command-line tool, a `RedisStore` (feature `redis`) to share one
+    /// token and one refresher across a fleet. Default: this process only.
+    pub fn token_store(mut self, store: impl TokenStore) -> Self {
+        self.store = Some(Box::new(store));
+        self
+    }
+
+    /// How often a token cached in this process is compared with a shared
+    /// store's, to pick up a token another process refreshed (default
+    /// 60 s). Expiry and `401`s look at the store in any case.
+    pub fn store_sync_interval(mut self, interval: Duration) -> Self {
+        self.cache.store_sync_interval = interval;
+        self
+    }
+
     /// The API base URL whose origin (scheme, host, port) gets the token.
     /// Default: the source's ([`TokenSource::api_base`]), else
     /// `https://api.wokelo.ai`.
@@ -150,9 +169,18 @@ impl WokeloAuthBuilder {
             .base
             .or_else(|| self.source.api_base().cloned())
             .unwrap_or_default();
+        let store_key = self
+            .source
+            .store_key()
+            .unwrap_or_else(|| format!("{base}|{}", self.source.name()));
         WokeloAuthLayer {
             auth: Arc::new(Auth {
-                cache: Arc::new(TokenCache::new(self.source, self.cache)),
+                cache: Arc::new(TokenCache::new(
+                    self.source,
+                    self.store,
+                    store_key,
+                    self.cache,
+                )),
                 base,
                 max_replay_body_bytes: self.max_replay_body_bytes,
             }),
@@ -167,6 +195,7 @@ impl fmt::Debug for WokeloAuthBuilder {
             .field("api_base", &self.base)
             .field("max_replay_body_bytes", &self.max_replay_body_bytes)
             .field("cache", &self.cache)
+            .field("store", &self.store.as_ref().map(|s| s.name()))
             .finish()
     }
 }

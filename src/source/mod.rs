@@ -64,6 +64,14 @@ pub trait TokenSource: Send + Sync + 'static {
         None
     }
 
+    /// The account these tokens belong to, for a shared
+    /// [`TokenStore`](crate::store::TokenStore): sources with the same key
+    /// share one stored token. `None` (the default) makes the layer use the
+    /// API base URL and [`name`](TokenSource::name).
+    fn store_key(&self) -> Option<String> {
+        None
+    }
+
     /// A short name for logs and tracing, e.g. `"password_grant"`.
     fn name(&self) -> &'static str {
         "custom"

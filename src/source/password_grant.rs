@@ -410,6 +410,11 @@ impl TokenSource for PasswordGrant {
         Some(&self.inner.credentials.base)
     }
 
+    fn store_key(&self) -> Option<String> {
+        let c = &self.inner.credentials;
+        Some(format!("{}|{}|{}", c.base, c.client_id, c.username))
+    }
+
     fn name(&self) -> &'static str {
         "password_grant"
     }

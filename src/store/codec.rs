@@ -97,7 +97,9 @@ impl fmt::Display for Rejected {
             Self::Corrupt(why) => write!(f, "the entry is corrupt ({why})"),
             Self::OtherKey => f.write_str("the entry was written for another key"),
             Self::Expired => f.write_str("the entry has expired"),
-            Self::Sealed => f.write_str("the entry is encrypted but no encryption key is configured"),
+            Self::Sealed => {
+                f.write_str("the entry is encrypted but no encryption key is configured")
+            }
             Self::NotSealed => {
                 f.write_str("the entry is not encrypted but an encryption key is configured")
             }
@@ -114,13 +116,20 @@ fn millis(t: SystemTime) -> u64 {
 }
 
 /// Serializes (and seals, with a key) `stored` for `key`.
-pub(crate) fn encode(stored: &StoredToken, key: &str, encryption: Option<&EncryptionKey>) -> Vec<u8> {
+pub(crate) fn encode(
+    stored: &StoredToken,
+    key: &str,
+    encryption: Option<&EncryptionKey>,
+) -> Vec<u8> {
     let record = Record {
         v: 1,
         key,
         id: stored.id,
         access_token: stored.token.access_token().expose_secret(),
-        refresh_token: stored.token.refresh_token().map(ExposeSecret::expose_secret),
+        refresh_token: stored
+            .token
+            .refresh_token()
+            .map(ExposeSecret::expose_secret),
         expires_at_ms: millis(stored.expires_at),
         scope: stored.token.scope(),
     };
@@ -137,7 +146,13 @@ fn seal(k: &EncryptionKey, key: &str, plain: &[u8]) -> Vec<u8> {
     let nonce: [u8; 24] = std::array::from_fn(|_| fastrand::u8(..));
     let sealed = k
         .cipher
-        .encrypt(&nonce.into(), Payload { msg: plain, aad: key.as_bytes() })
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: plain,
+                aad: key.as_bytes(),
+            },
+        )
         .expect("XChaCha20-Poly1305 encrypts any message that fits in memory");
     [SEALED, &nonce, &sealed].concat()
 }
@@ -153,7 +168,13 @@ fn open(k: &EncryptionKey, key: &str, sealed: &[u8]) -> Option<Vec<u8>> {
     let (nonce, body) = sealed.split_at_checked(24)?;
     let nonce: [u8; 24] = nonce.try_into().ok()?;
     k.cipher
-        .decrypt(&nonce.into(), Payload { msg: body, aad: key.as_bytes() })
+        .decrypt(
+            &nonce.into(),
+            Payload {
+                msg: body,
+                aad: key.as_bytes(),
+            },
+        )
         .ok()
 }
 
@@ -179,8 +200,8 @@ pub(crate) fn decode(
         }
         (None, None) => bytes,
     };
-    let record: Record<'_> =
-        serde_json::from_slice(json).map_err(|e| Rejected::Corrupt(format!("{:?} error", e.classify())))?;
+    let record: Record<'_> = serde_json::from_slice(json)
+        .map_err(|e| Rejected::Corrupt(format!("{:?} error", e.classify())))?;
     if record.v != 1 {
         return Err(Rejected::Corrupt(format!("unknown version {}", record.v)));
     }
@@ -211,7 +232,9 @@ mod tests {
     fn stored() -> StoredToken {
         StoredToken::new(
             7,
-            Token::new("acc").with_refresh_token("ref").with_scope("read"),
+            Token::new("acc")
+                .with_refresh_token("ref")
+                .with_scope("read"),
             SystemTime::now() + Duration::from_secs(60),
         )
     }
@@ -229,10 +252,19 @@ mod tests {
     #[test]
     fn refuses_other_key_expired_and_corrupt() {
         let bytes = encode(&stored(), "k", None);
-        assert_eq!(decode(&bytes, "other", None, SystemTime::now()).err(), Some(Rejected::OtherKey));
+        assert_eq!(
+            decode(&bytes, "other", None, SystemTime::now()).err(),
+            Some(Rejected::OtherKey)
+        );
         let later = SystemTime::now() + Duration::from_secs(120);
-        assert_eq!(decode(&bytes, "k", None, later).err(), Some(Rejected::Expired));
-        assert!(matches!(decode(b"{not json", "k", None, SystemTime::now()), Err(Rejected::Corrupt(_))));
+        assert_eq!(
+            decode(&bytes, "k", None, later).err(),
+            Some(Rejected::Expired)
+        );
+        assert!(matches!(
+            decode(b"{not json", "k", None, SystemTime::now()),
+            Err(Rejected::Corrupt(_))
+        ));
     }
 
     #[cfg(feature = "encryption")]
@@ -241,14 +273,26 @@ mod tests {
         let k1 = EncryptionKey::from_bytes([1; 32]);
         let k2 = EncryptionKey::from_bytes([2; 32]);
         let bytes = encode(&stored(), "k", Some(&k1));
-        assert!(!bytes.windows(3).any(|w| w == b"acc"), "the token is not in the clear");
+        assert!(
+            !bytes.windows(3).any(|w| w == b"acc"),
+            "the token is not in the clear"
+        );
         let now = SystemTime::now();
         assert_eq!(decode(&bytes, "k", Some(&k1), now).unwrap().id, 7);
-        assert_eq!(decode(&bytes, "k", Some(&k2), now).err(), Some(Rejected::Undecryptable));
-        assert_eq!(decode(&bytes, "moved", Some(&k1), now).err(), Some(Rejected::Undecryptable));
+        assert_eq!(
+            decode(&bytes, "k", Some(&k2), now).err(),
+            Some(Rejected::Undecryptable)
+        );
+        assert_eq!(
+            decode(&bytes, "moved", Some(&k1), now).err(),
+            Some(Rejected::Undecryptable)
+        );
         assert_eq!(decode(&bytes, "k", None, now).err(), Some(Rejected::Sealed));
         let plain = encode(&stored(), "k", None);
-        assert_eq!(decode(&plain, "k", Some(&k1), now).err(), Some(Rejected::NotSealed));
+        assert_eq!(
+            decode(&plain, "k", Some(&k1), now).err(),
+            Some(Rejected::NotSealed)
+        );
     }
 
     #[cfg(feature = "encryption")]
@@ -258,6 +302,9 @@ mod tests {
         let e = EncryptionKey::from_hex("abc").unwrap_err();
         assert!(e.to_string().contains("64 hex digits"));
         assert!(EncryptionKey::from_hex(&"zz".repeat(32)).is_err());
-        assert_eq!(format!("{:?}", EncryptionKey::from_bytes([9; 32])), "EncryptionKey([REDACTED])");
+        assert_eq!(
+            format!("{:?}", EncryptionKey::from_bytes([9; 32])),
+            "EncryptionKey([REDACTED])"
+        );
     }
 }

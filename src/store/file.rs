@@ -70,7 +70,9 @@ impl FileStore {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
-                return Err(StoreError::new(format!("cannot read {}", self.path.display())).with_source(e))
+                return Err(
+                    StoreError::new(format!("cannot read {}", self.path.display())).with_source(e),
+                )
             }
         };
         match codec::decode(&bytes, key, self.encryption.as_ref(), SystemTime::now()) {
@@ -86,11 +88,18 @@ impl FileStore {
         let fail = |what: &str, e: std::io::Error| {
             StoreError::new(format!("cannot {what} {}", self.path.display())).with_source(e)
         };
-        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| fail("create the folder of", e))?;
         let tmp = dir.join(format!(
             ".{}.{:016x}.tmp",
-            self.path.file_name().and_then(|n| n.to_str()).unwrap_or("token"),
+            self.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("token"),
             fastrand::u64(..)
         ));
         let mut options = std::fs::OpenOptions::new();
@@ -165,30 +174,50 @@ mod tests {
 
     fn temp_path(name: &str) -> PathBuf {
         std::env::temp_dir()
-            .join(format!("wokelo-auth-test-{}-{:x}", std::process::id(), fastrand::u64(..)))
+            .join(format!(
+                "wokelo-auth-test-{}-{:x}",
+                std::process::id(),
+                fastrand::u64(..)
+            ))
             .join(name)
     }
 
     fn stored(id: u64) -> StoredToken {
-        StoredToken::new(id, Token::new(format!("a{id}")), SystemTime::now() + Duration::from_secs(60))
+        StoredToken::new(
+            id,
+            Token::new(format!("a{id}")),
+            SystemTime::now() + Duration::from_secs(60),
+        )
     }
 
     #[tokio::test]
     async fn saves_with_owner_only_permissions_and_loads_back() {
         let store = FileStore::new(temp_path("token.json"));
         assert!(store.load("k").await.unwrap().is_none());
-        let lease = store.lock("k", Duration::from_secs(1)).await.unwrap().unwrap();
+        let lease = store
+            .lock("k", Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(store.save("k", &stored(1), &lease).await.unwrap());
         assert!(store.save("k", &stored(2), &lease).await.unwrap());
         let back = store.load("k").await.unwrap().unwrap();
-        assert_eq!((back.id(), back.token().access_token().expose_secret()), (2, "a2"));
+        assert_eq!(
+            (back.id(), back.token().access_token().expose_secret()),
+            (2, "a2")
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(store.path()).unwrap().permissions().mode();
+            let mode = std::fs::metadata(store.path())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let leftovers = std::fs::read_dir(store.path().parent().unwrap()).unwrap().count();
+        let leftovers = std::fs::read_dir(store.path().parent().unwrap())
+            .unwrap()
+            .count();
         assert_eq!(leftovers, 1, "no temporary files left behind");
         assert!(store.load("another-account").await.unwrap().is_none());
     }

@@ -33,14 +33,14 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::RedisStore;
 #[cfg(feature = "encryption")]
 #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
 pub use codec::EncryptionKey;
 pub use file::FileStore;
 pub use memory::MemoryStore;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use self::redis::RedisStore;
 
 /// The future a [`TokenStore`] returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -104,7 +104,11 @@ pub struct Lease(pub(crate) String);
 impl Lease {
     /// A new random lease value.
     pub fn random() -> Self {
-        Self(format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)))
+        Self(format!(
+            "{:016x}{:016x}",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        ))
     }
 
     /// The lease value.

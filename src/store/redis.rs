@@ -188,7 +188,12 @@ impl TokenStore for RedisStore {
                 .run("GET", async |c| c.get(&token_key).await)
                 .await?;
             let Some(bytes) = bytes else { return Ok(None) };
-            match codec::decode(&bytes, key, self.inner.encryption.as_ref(), SystemTime::now()) {
+            match codec::decode(
+                &bytes,
+                key,
+                self.inner.encryption.as_ref(),
+                SystemTime::now(),
+            ) {
                 Ok(stored) => Ok(Some(stored)),
                 Err(reason) => {
                     tracing::warn!(redis_key = %token_key, %reason, "ignoring the stored token");
