@@ -54,6 +54,10 @@ impl Credentials {
     }
 
     pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let base = match get("WOKELO_BASE_URL").filter(|v| !v.trim().is_empty()) {
+            Some(url) => ApiBase::parse(&url)?,
+            None => ApiBase::default(),
+        };
         let mut missing = Vec::new();
         let mut values = Self::ENV_VARS.map(|name| {
             let v = get(name).filter(|v| !v.trim().is_empty());
@@ -66,11 +70,7 @@ impl Credentials {
             return Err(ConfigError::missing_env(missing));
         }
         let [id, secret, user, pass] = std::mem::take(&mut values);
-        let mut creds = Self::new(id.trim(), secret, user.trim(), pass);
-        if let Some(base) = get("WOKELO_BASE_URL").filter(|v| !v.trim().is_empty()) {
-            creds.base = ApiBase::parse(&base)?;
-        }
-        Ok(creds)
+        Ok(Self::new(id.trim(), secret, user.trim(), pass).with_base_url(base))
     }
 
     /// Sets the API base URL (default `https://api.wokelo.ai`).
@@ -149,6 +149,12 @@ mod tests {
         assert_eq!(c.base_url().as_str(), "http://127.0.0.1:9999");
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("s3cret") && !dbg.contains("hunter2"), "{dbg}");
+    }
+
+    #[test]
+    fn a_bad_base_url_is_reported_even_with_credentials_missing() {
+        let e = Credentials::from_lookup(lookup(&[("WOKELO_BASE_URL", "ftp://x")])).unwrap_err();
+        assert!(e.to_string().contains("invalid Wokelo base URL"), "{e}");
     }
 
     #[test]

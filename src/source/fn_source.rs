@@ -8,6 +8,11 @@ use crate::{ApiBase, Token, TokenError};
 /// The closure gets the current token (see [`TokenSource::fetch`]) and must
 /// return a `'static` future, so clone out of it what the future needs.
 ///
+/// The layer attaches the token only to requests for the API origin, which
+/// for this source is `https://api.wokelo.ai` unless you set another with
+/// [`TokenSourceFn::with_api_base`] (or the layer builder's `api_base`):
+/// requests to any other host pass through without a token.
+///
 /// ```
 /// use wokelo_auth::{token_source_fn, Token, TokenError, TokenErrorKind};
 ///

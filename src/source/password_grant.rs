@@ -36,6 +36,20 @@ pub enum TokenRequestEncoding {
     Multipart,
 }
 
+impl std::str::FromStr for TokenRequestEncoding {
+    type Err = crate::ConfigError;
+
+    /// Parses `form`, `json` or `multipart`, naming the accepted values in
+    /// the error.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_name(s).ok_or_else(|| {
+            crate::ConfigError::new(format!(
+                "unknown token request encoding {s:?}: use form, json or multipart"
+            ))
+        })
+    }
+}
+
 impl TokenRequestEncoding {
     /// Parses `form`, `json` or `multipart` (as in `WOKELO_TOKEN_ENCODING`).
     pub fn from_name(name: &str) -> Option<Self> {
@@ -174,7 +188,7 @@ impl Inner {
                 Err(e) if is_refusal(&e) => {
                     tracing::info!(
                         status = e.status().map(|s| s.as_u16()),
-                        reason = %e.body().map(ToString::to_string).unwrap_or_default(),
+                        error = %e.body().map(ToString::to_string).unwrap_or_default(),
                         "refresh token refused; falling back to the password grant"
                     );
                 }
@@ -459,6 +473,16 @@ mod tests {
         assert_eq!(body.matches(&format!("--{boundary}\r\n")).count(), 2);
         assert!(body.ends_with(&format!("--{boundary}--\r\n")));
         assert!(body.contains("name=\"password\"\r\n\r\np&ss word=\r\n"));
+    }
+
+    #[test]
+    fn encoding_parse_error_names_the_choices() {
+        let e = "xml".parse::<TokenRequestEncoding>().unwrap_err();
+        assert!(e.to_string().contains("form, json or multipart"), "{e}");
+        assert_eq!(
+            "json".parse::<TokenRequestEncoding>().unwrap(),
+            TokenRequestEncoding::Json
+        );
     }
 
     #[test]
