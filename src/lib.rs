@@ -56,6 +56,27 @@
 //! | request to another host | passes through without the token |
 //! | request with its own `Authorization` | passes through untouched, never retried |
 //!
+//! # More
+//!
+//! - [`store`]: persist the token in a file for a command-line tool, or share
+//!   one token and one refresher across a fleet through Redis.
+//! - [`retry_policy`]: Wokelo's published retry rules for `429` and `5xx`, as
+//!   a tower retry policy to compose outside this layer.
+//! - `testing` (feature `testing`): an embedded mock of the Wokelo API for
+//!   your own tests.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `rustls` | yes | HTTPS to the token endpoint (rustls, webpki roots) |
+//! | `testing` | no | `testing::MockServer` |
+//! | `encryption` | no | sealing stored tokens at rest |
+//! | `redis` | no | `store::RedisStore` (implies `encryption`) |
+//!
+//! The layer needs a Tokio runtime with time enabled: token fetches run on
+//! their own task, with timers for timeouts and backoff.
+//!
 //! [Wokelo]: https://wokelo.ai
 #![forbid(unsafe_code)]
 #![warn(
