@@ -111,7 +111,7 @@ pub use error::{BoxError, ConfigError, Error, OAuthErrorBody, TokenError, TokenE
 pub use layer::{WokeloAuthBuilder, WokeloAuthLayer};
 pub use origin::{ApiBase, DEFAULT_BASE_URL};
 pub use replay::{ReplayBody, DEFAULT_MAX_REPLAY_BODY_BYTES};
-pub use retry_policy::{ReplayableBody, WokeloRetryPolicy};
+pub use retry_policy::{ReplayableBody, RetryBody, WokeloRetryPolicy};
 pub use service::WokeloAuth;
 pub use source::{
     token_source_fn, Credentials, PasswordGrant, StaticToken, TokenFuture, TokenRequestEncoding,

@@ -34,21 +34,43 @@
 //! `TRACE`) are retried unless [`retry_non_idempotent`](WokeloRetryPolicy::retry_non_idempotent)
 //! is set: a job submit (`POST`) must not be duplicated by surprise. A
 //! request whose body cannot be replayed ([`ReplayableBody`]) is not retried.
+//!
+//! Buffered bodies (`Full<Bytes>`, `Empty<Bytes>`, `String`) are resent as
+//! they are. A streaming body (hyper's `Incoming` in a proxy, say) goes in a
+//! [`RetryBody`]: it streams the first attempt and keeps up to a cap (64 KiB
+//! by default) to resend; a body past the cap is not retried.
 
-use std::{pin::Pin, time::Duration};
+use std::{
+    fmt,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Empty, Full};
 use tokio::time::Instant;
 
-use crate::source::token_response::parse_retry_after;
+use crate::{
+    replay::{ReplayBody, ReplayHandle},
+    source::token_response::parse_retry_after,
+    BoxError,
+};
 
 /// A request body that can be sent again.
 pub trait ReplayableBody: http_body::Body + Sized {
     /// A copy of the body for another attempt, or `None` if it cannot be
-    /// replayed.
+    /// replayed. Called before the first attempt is sent.
     fn try_clone(&self) -> Option<Self>;
+
+    /// Whether this copy can still be sent, asked after the attempt before
+    /// it (a streaming body may have outgrown what was kept). Default: yes.
+    fn can_replay(&self) -> bool {
+        true
+    }
 }
 
 impl ReplayableBody for Full<Bytes> {
@@ -66,6 +88,124 @@ impl ReplayableBody for Empty<Bytes> {
 impl ReplayableBody for String {
     fn try_clone(&self) -> Option<Self> {
         Some(self.clone())
+    }
+}
+
+/// A streaming request body that [`WokeloRetryPolicy`] can resend: the first
+/// attempt streams it as it comes, keeping up to a cap of it (the crate's
+/// replay machinery, as for the retry after a `401`); each retry resends the
+/// kept bytes. A body that outgrew the cap, or was not sent whole, is not
+/// retried.
+///
+/// ```
+/// use wokelo_auth::retry_policy::RetryBody;
+/// # let incoming = http_body_util::Full::new(bytes::Bytes::from_static(b"{}"));
+/// let request = http::Request::post("https://api.wokelo.ai/api/enterprise/report/")
+///     .body(RetryBody::new(incoming))
+///     .unwrap();
+/// # let _ = request;
+/// ```
+pub struct RetryBody<B> {
+    kind: RetryKind<B>,
+    handle: Arc<ReplayHandle>,
+}
+
+enum RetryKind<B> {
+    /// The first attempt: the caller's body, copied up to the cap.
+    First(Pin<Box<ReplayBody<B>>>),
+    /// A retry that has not started: the copy is taken on first poll.
+    Pending,
+    /// A retry under way.
+    Replaying(Pin<Box<ReplayBody<B>>>),
+}
+
+impl<B: Body<Data = Bytes>> RetryBody<B> {
+    /// Wraps `body`, keeping up to 64 KiB of it to resend.
+    pub fn new(body: B) -> Self {
+        Self::with_max_bytes(body, crate::DEFAULT_MAX_REPLAY_BODY_BYTES)
+    }
+
+    /// Wraps `body`, keeping up to `max_bytes` of it to resend.
+    pub fn with_max_bytes(body: B, max_bytes: usize) -> Self {
+        let (first, handle) = ReplayBody::capture(body, max_bytes);
+        Self {
+            kind: RetryKind::First(Box::pin(first)),
+            handle: Arc::new(handle),
+        }
+    }
+}
+
+impl<B> fmt::Debug for RetryBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            RetryKind::First(_) => "first attempt",
+            RetryKind::Pending | RetryKind::Replaying(_) => "retry",
+        };
+        f.debug_struct("RetryBody").field("kind", &kind).finish()
+    }
+}
+
+impl<B> Body for RetryBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let RetryKind::Pending = this.kind {
+            match this.handle.replay() {
+                Some(body) => this.kind = RetryKind::Replaying(Box::pin(body)),
+                None => {
+                    return Poll::Ready(Some(Err(
+                        "the request body cannot be resent: it was not sent whole, or outgrew the replay cap".into(),
+                    )))
+                }
+            }
+        }
+        match &mut this.kind {
+            RetryKind::First(body) => body.as_mut().poll_frame(cx).map_err(Into::into),
+            RetryKind::Replaying(body) => body.as_mut().poll_frame(cx).map_err(Into::into),
+            RetryKind::Pending => unreachable!("replaced above"),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            RetryKind::First(body) => body.is_end_stream(),
+            RetryKind::Replaying(body) => body.is_end_stream(),
+            RetryKind::Pending => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            RetryKind::First(body) => body.size_hint(),
+            RetryKind::Replaying(body) => body.size_hint(),
+            RetryKind::Pending => SizeHint::default(),
+        }
+    }
+}
+
+impl<B> ReplayableBody for RetryBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    fn try_clone(&self) -> Option<Self> {
+        Some(Self {
+            kind: RetryKind::Pending,
+            handle: self.handle.clone(),
+        })
+    }
+
+    fn can_replay(&self) -> bool {
+        self.handle.replay::<B>().is_some()
     }
 }
 
@@ -184,7 +324,7 @@ where
         result: &mut Result<Response<R>, E>,
     ) -> Option<Self::Future> {
         let response = result.as_ref().ok()?;
-        if !self.method_allowed(req.method()) {
+        if !self.method_allowed(req.method()) || !req.body().can_replay() {
             return None;
         }
         let delay = self.decide(response.status(), response.headers())?;

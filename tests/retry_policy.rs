@@ -157,3 +157,51 @@ async fn backs_off_exponentially_and_honours_retry_after() {
         "waited {waited:?}"
     );
 }
+
+#[tokio::test]
+async fn a_streaming_body_is_resent_byte_exact_and_one_past_the_cap_is_not() {
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use wokelo_auth::RetryBody;
+
+    let server = MockServer::start().await;
+    let auth = common::builder(&server).build();
+    let chunked = |data: &Bytes| {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = data
+            .chunks(1000)
+            .map(|c| Ok(Frame::data(data.slice_ref(c))))
+            .collect();
+        RetryBody::with_max_bytes(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            16 * 1024,
+        )
+    };
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(WokeloRetryPolicy::new()))
+        .service(client(&auth));
+
+    let data = bytes(12 * 1024, 5);
+    fault(503, 2, &server);
+    let request = Request::put(server.url("/api/echo"))
+        .body(chunked(&data))
+        .unwrap();
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(echo["body_sha256"], sha256_hex(&data));
+    assert_eq!(
+        server.stats().api_requests,
+        3,
+        "two retries, each with the whole body"
+    );
+
+    let big = bytes(16 * 1024 + 1, 6);
+    fault(503, 1, &server);
+    let request = Request::put(server.url("/api/echo"))
+        .body(chunked(&big))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 503, "over the cap: not retried");
+    assert_eq!(server.stats().api_requests, 4);
+}
