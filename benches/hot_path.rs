@@ -1,1 +1,182 @@
-fn main() {}
+//! Figure 1: the per-request cost of the layer with a warm token and a
+//! trivial inner service, side by side with tower-http's
+//! `AddAuthorization::bearer` (the floor: attaching a static header) and
+//! with the bare inner service.
+//!
+//! One iteration builds a request (allocation-free: static URI, empty or
+//! static 1 KiB body), drives `poll_ready`, `call` and the response future,
+//! and drops the response. Criterion times each service; the ratios come
+//! from interleaved rounds (see `common::SideBySide`).
+//!
+//! `cargo bench --bench hot_path`; `WOKELO_BENCH_QUICK=1` for a smoke run.
+
+mod common;
+
+use std::{convert::Infallible, fmt::Debug, hint::black_box, time::Instant};
+
+use bytes::Bytes;
+use http::{header::AUTHORIZATION, Method, Request, Response, Uri};
+use http_body::Body;
+use http_body_util::{Empty, Full};
+use tower::{Layer, Service, ServiceExt};
+use tower_http::auth::AddAuthorizationLayer;
+use wokelo_auth::ReplayBody;
+
+use common::{send_now, trivial, SideBySide, Table, Target, Variant, TOKEN};
+
+fn get(uri: &Uri) -> Request<Empty<Bytes>> {
+    let mut request = Request::new(Empty::new());
+    *request.uri_mut() = uri.clone();
+    request
+}
+
+fn post(uri: &Uri) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(Bytes::from_static(&common::KIB)));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri.clone();
+    request
+}
+
+/// A variant sending `make()` requests through `service`, one at a time.
+fn variant<S, B>(
+    name: &'static str,
+    mut service: S,
+    make: impl Fn() -> Request<B> + 'static,
+) -> Variant
+where
+    S: Service<Request<B>, Response = Response<Empty<Bytes>>> + 'static,
+    S::Error: Debug,
+{
+    Variant::new(name, move |iters| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            black_box(send_now(&mut service, make()));
+        }
+        start.elapsed()
+    })
+}
+
+/// AddAuthorization plus one read of tokio's clock per request: a floor for
+/// any layer that checks its token's expiry on each request.
+#[derive(Clone)]
+struct Clocked<S>(S);
+
+impl<S: Service<R>, R> Service<R> for Clocked<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> S::Future {
+        black_box(tokio::time::Instant::now());
+        self.0.call(request)
+    }
+}
+
+/// The bare service, AddAuthorization and WokeloAuth over the same trivial
+/// inner service, for requests made by `make`.
+fn variants<B>(rt: &tokio::runtime::Runtime, make: fn(&Uri) -> Request<B>) -> Vec<Variant>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    let uri = common::api_uri();
+    let floor = AddAuthorizationLayer::bearer(TOKEN)
+        .as_sensitive(true)
+        .layer(trivial::<B>());
+    let layer = common::wokelo_builder().build();
+    let wokelo = layer.layer(trivial::<ReplayBody<B>>());
+
+    // The first request fetches the token (a task on the runtime); it also
+    // checks that the token goes on.
+    let check = layer.layer(tower::service_fn(|r: Request<ReplayBody<B>>| {
+        assert_eq!(r.headers()[AUTHORIZATION], common::bearer().as_str());
+        std::future::ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())))
+    }));
+    rt.block_on(check.oneshot(make(&uri))).unwrap();
+
+    let (u1, u2, u3, u4) = (uri.clone(), uri.clone(), uri.clone(), uri);
+    vec![
+        variant("bare", trivial::<B>(), move || make(&u1)),
+        variant("add_authorization", floor.clone(), move || make(&u2)),
+        variant("add_authorization_plus_clock", Clocked(floor), move || {
+            make(&u3)
+        }),
+        variant("wokelo_auth", wokelo, move || make(&u4)),
+    ]
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut c = common::criterion();
+    let (rounds, batch) = if common::quick() {
+        (3, 1_000)
+    } else {
+        (41, 20_000)
+    };
+
+    let mut table = Table::default();
+    for (figure, group, mut variants) in [
+        ("1. hot path, empty GET", "hot_path/get", variants(&rt, get)),
+        (
+            "1. hot path, 1 KiB POST",
+            "hot_path/post_1k",
+            variants(&rt, post),
+        ),
+    ] {
+        common::criterion_group(&mut c, group, &mut variants);
+        if common::profiling() {
+            continue;
+        }
+        let s = SideBySide::run(&mut variants, rounds, batch);
+        table.row(
+            figure,
+            format!(
+                "WokeloAuth {} (ratio of medians {:.3})",
+                common::ns(s.ns("wokelo_auth")),
+                s.ratio_of_medians("wokelo_auth", "add_authorization")
+            ),
+            format!(
+                "AddAuthorization {} (bare service {})",
+                common::ns(s.ns("add_authorization")),
+                common::ns(s.ns("bare"))
+            ),
+            s.ratio("wokelo_auth", "add_authorization"),
+            Target::AtMost(1.3),
+        );
+        table.row(
+            &format!("{figure}: reference, one clock read"),
+            format!(
+                "AddAuthorization + `Instant::now()` {}",
+                common::ns(s.ns("add_authorization_plus_clock"))
+            ),
+            format!("AddAuthorization {}", common::ns(s.ns("add_authorization"))),
+            s.ratio("add_authorization_plus_clock", "add_authorization"),
+            Target::None,
+        );
+        if let (Some(w), Some(a)) = (
+            common::criterion_ns(group, "wokelo_auth"),
+            common::criterion_ns(group, "add_authorization"),
+        ) {
+            println!(
+                "{group}: criterion medians WokeloAuth {} / AddAuthorization {} = {:.3}",
+                common::ns(w),
+                common::ns(a),
+                w / a
+            );
+        }
+    }
+    c.final_summary();
+    table.finish(&format!(
+        "hot path: time per request, median of {rounds} interleaved rounds of {batch}"
+    ));
+}

@@ -276,7 +276,7 @@ impl TokenCache {
     pub(crate) fn acquire(self: &Arc<Self>, reason: Reason) -> AcquireFuture {
         let cache = self.clone();
         Box::pin(async move {
-            let (id, fetch) = {
+            let (_, fetch) = {
                 let mut state = cache.lock();
                 let now = Instant::now();
                 if let Some(entry) = cache.valid_entry(now) {
@@ -292,9 +292,9 @@ impl TokenCache {
                     }
                 }
             };
-            let output = fetch.await;
-            cache.complete(id, &output);
-            output
+            // The fetch records its own outcome (see `start_fetch`), so the
+            // waiters of a stampede do not each take the lock again here.
+            fetch.await
         })
     }
 
@@ -347,17 +347,29 @@ impl TokenCache {
             cache.complete(id, &output);
             output
         });
+        // The task records its outcome before it ends. If it died instead
+        // (panic, runtime shut down), this future, which runs once for all
+        // waiters inside `Shared`, records the failure. It holds the cache
+        // weakly: it is stored in the cache.
+        let weak = Arc::downgrade(self);
         let fetch: AcquireFuture = Box::pin(async move {
-            task.await.unwrap_or_else(|e| {
-                Err(TokenError::new(
-                    TokenErrorKind::Unavailable,
-                    if e.is_panic() {
-                        "the token source panicked"
-                    } else {
-                        "the token fetch was cancelled because its runtime shut down"
-                    },
-                ))
-            })
+            match task.await {
+                Ok(output) => output,
+                Err(e) => {
+                    let output = Err(TokenError::new(
+                        TokenErrorKind::Unavailable,
+                        if e.is_panic() {
+                            "the token source panicked"
+                        } else {
+                            "the token fetch was cancelled because its runtime shut down"
+                        },
+                    ));
+                    if let Some(cache) = weak.upgrade() {
+                        cache.complete(id, &output);
+                    }
+                    output
+                }
+            }
         });
         let fetch = fetch.shared();
         self.fetching.store(true, Ordering::Release);
@@ -368,8 +380,8 @@ impl TokenCache {
         Ok((id, fetch))
     }
 
-    /// Records a fetch's outcome, once: whoever gets there first (the fetch
-    /// task, or a waiter if the task died) does it.
+    /// Records a fetch's outcome, once: the fetch task, or, if the task
+    /// died, the shared future its waiters await.
     fn complete(&self, id: u64, output: &FetchOutput) {
         let mut state = self.lock();
         if state.inflight.as_ref().map(|i| i.id) != Some(id) {

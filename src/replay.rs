@@ -40,7 +40,9 @@ pin_project! {
     enum Kind<B> {
         Passthrough { #[pin] body: B },
         Capture { #[pin] body: B, buffer: Arc<Mutex<Buffer>> },
-        Replay { chunks: VecDeque<Bytes>, trailers: Option<HeaderMap> },
+        // Trailers are rare: boxed, so that every `ReplayBody` (and the
+        // request holding it) stays small on the hot path.
+        Replay { chunks: VecDeque<Bytes>, trailers: Option<Box<HeaderMap>> },
     }
 }
 
@@ -50,7 +52,7 @@ pub(crate) struct Buffer {
     chunks: Chunks,
     len: usize,
     cap: usize,
-    trailers: Option<HeaderMap>,
+    trailers: Option<Box<HeaderMap>>,
     complete: bool,
     /// Over the cap, or the body failed: cannot be replayed.
     abandoned: bool,
@@ -102,7 +104,7 @@ impl<B> ReplayBody<B> {
         }
     }
 
-    fn replay(chunks: VecDeque<Bytes>, trailers: Option<HeaderMap>) -> Self {
+    fn replay(chunks: VecDeque<Bytes>, trailers: Option<Box<HeaderMap>>) -> Self {
         Self {
             kind: Kind::Replay { chunks, trailers },
         }
@@ -169,7 +171,7 @@ impl Buffer {
                         }
                     }
                 } else if let Some(trailers) = frame.trailers_ref() {
-                    self.trailers = Some(trailers.clone());
+                    self.trailers = Some(Box::new(trailers.clone()));
                 }
                 self.complete |= ended;
             }
@@ -209,7 +211,7 @@ where
                 chunks
                     .pop_front()
                     .map(Frame::data)
-                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .or_else(|| trailers.take().map(|t| Frame::trailers(*t)))
                     .map(Ok),
             ),
         }

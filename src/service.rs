@@ -2,21 +2,29 @@
 
 use std::{
     fmt,
-    sync::Arc,
+    ops::{Deref, Range},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
-use http::{header::AUTHORIZATION, Request, Response};
+use http::{
+    header::AUTHORIZATION,
+    uri::{Authority, Scheme},
+    Request, Response, Uri,
+};
 use http_body::Body;
 use tower_service::Service;
 
 use crate::{
-    cache::Reason,
+    cache::{Reason, TokenCache},
     future::{ResponseFuture, Retry, RetryParts},
     layer::Auth,
     replay::ReplayBody,
-    BoxError, Error,
+    ApiBase, BoxError, Error,
 };
 
 /// Authenticates requests to the Wokelo API; built by
@@ -29,12 +37,96 @@ use crate::{
 /// a [`ReplayBody`]. See the [crate docs](crate).
 pub struct WokeloAuth<S> {
     inner: S,
+    state: Arc<ServiceState>,
+}
+
+/// What the clones of one service share.
+struct ServiceState {
     auth: Arc<Auth>,
+    /// Where the authority is in `auth.base.as_str()`, for the fast path of
+    /// the origin check (see [`api_origin`]).
+    authority: Range<usize>,
+    /// Handles on the token cache for the retry, one per thread slot.
+    handles: Box<[Arc<CacheHandle>]>,
+}
+
+/// A handle on the token cache, for a response future to keep it for the
+/// retry after a `401`.
+///
+/// Every request holds one, so its reference count is written twice per
+/// request. Requests on different threads take different handles (see
+/// [`thread_slot`]), each count on its own cache line, so that those writes
+/// do not bounce one cache line between cores as a single shared
+/// `Arc<TokenCache>` count would.
+#[repr(align(128))]
+pub(crate) struct CacheHandle {
+    cache: Arc<TokenCache>,
+    pub(crate) origin: Option<BaseOrigin>,
+}
+
+impl Deref for CacheHandle {
+    type Target = Arc<TokenCache>;
+
+    fn deref(&self) -> &Arc<TokenCache> {
+        &self.cache
+    }
+}
+
+/// The API base's scheme and authority, to rebuild a retried request's URI
+/// (see `RetryParts`).
+pub(crate) struct BaseOrigin {
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
+}
+
+/// How many handles a service has: more than the worker threads of most
+/// runtimes; threads beyond that share.
+const THREAD_SLOTS: usize = 16;
+
+/// This thread's slot, fixed for its lifetime: threads are numbered as they
+/// first send a request.
+#[inline]
+fn thread_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % THREAD_SLOTS;
+    }
+    SLOT.try_with(|slot| *slot).unwrap_or(0)
 }
 
 impl<S> WokeloAuth<S> {
     pub(crate) fn from_parts(inner: S, auth: Arc<Auth>) -> Self {
-        Self { inner, auth }
+        let base = auth.base.as_str();
+        let start = base.find("://").map_or(0, |i| i + 3);
+        let end = base[start..].find('/').map_or(base.len(), |i| start + i);
+        let origin = base.parse::<Uri>().ok().and_then(|uri| {
+            Some(BaseOrigin {
+                scheme: uri.scheme()?.clone(),
+                authority: uri.authority()?.clone(),
+            })
+        });
+        // Without the base's parts (never, for a valid base), no request is
+        // taken as spelled like it: an empty range matches no authority.
+        let authority = if origin.is_some() { start..end } else { 0..0 };
+        let handles = (0..THREAD_SLOTS)
+            .map(|_| {
+                Arc::new(CacheHandle {
+                    cache: auth.cache.clone(),
+                    origin: origin.as_ref().map(|o| BaseOrigin {
+                        scheme: o.scheme.clone(),
+                        authority: o.authority.clone(),
+                    }),
+                })
+            })
+            .collect();
+        Self {
+            inner,
+            state: Arc::new(ServiceState {
+                auth,
+                authority,
+                handles,
+            }),
+        }
     }
 
     /// The wrapped service.
@@ -57,7 +149,7 @@ impl<S: Clone> Clone for WokeloAuth<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            auth: self.auth.clone(),
+            state: self.state.clone(),
         }
     }
 }
@@ -66,7 +158,7 @@ impl<S: fmt::Debug> fmt::Debug for WokeloAuth<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WokeloAuth")
             .field("inner", &self.inner)
-            .field("api_base", &self.auth.base)
+            .field("api_base", &self.state.auth.base)
             .finish_non_exhaustive()
     }
 }
@@ -92,33 +184,97 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
 
-        if request.headers().contains_key(AUTHORIZATION)
-            || !self.auth.base.same_origin(request.uri())
-        {
+        let state = &*self.state;
+        let auth = &*state.auth;
+        let headers = request.headers();
+        let origin = if !headers.is_empty() && headers.contains_key(AUTHORIZATION) {
+            Origin::Other
+        } else {
+            api_origin(&auth.base, &state.authority, request.uri())
+        };
+        if origin == Origin::Other {
             return ResponseFuture::passthrough(inner.call(request.map(ReplayBody::passthrough)));
         }
 
-        let (parts, body) = request.into_parts();
-        let (body, replay) = ReplayBody::capture(body, self.auth.max_replay_body_bytes);
-        let retry = |generation| Retry {
-            parts: RetryParts::of(&parts),
-            replay,
-            service: self.inner.clone(),
-            cache: self.auth.cache.clone(),
-            generation,
-        };
-        match self.auth.cache.current() {
+        let retry_parts = RetryParts::of(&request, origin == Origin::SpelledAsBase);
+        let mut replay = None;
+        let mut request = request.map(|body| {
+            let (body, handle) = ReplayBody::capture(body, auth.max_replay_body_bytes);
+            replay = Some(handle);
+            body
+        });
+        let replay = replay.expect("the body was wrapped");
+        match auth.cache.current() {
             Some((header, generation)) => {
-                let retry = retry(generation);
-                let mut request = Request::from_parts(parts, body);
                 request.headers_mut().insert(AUTHORIZATION, header);
-                ResponseFuture::called(inner.call(request), retry)
+                let cache = state.handles[thread_slot()].clone();
+                // The retry goes through the service just called (it polls
+                // it ready again first), rather than through another clone.
+                ResponseFuture::called(inner.call(request), inner, |service| Retry {
+                    parts: retry_parts,
+                    replay,
+                    service,
+                    cache,
+                    generation,
+                })
             }
             None => {
-                let retry = retry(0);
-                let token = self.auth.cache.acquire(Reason::Missing);
-                ResponseFuture::authorizing(token, Request::from_parts(parts, body), inner, retry)
+                let token = auth.cache.acquire(Reason::Missing);
+                let retry = Retry {
+                    parts: retry_parts,
+                    replay,
+                    service: self.inner.clone(),
+                    cache: state.handles[thread_slot()].clone(),
+                    generation: 0,
+                };
+                ResponseFuture::authorizing(token, request, inner, retry)
             }
         }
     }
+}
+
+/// Whether a request is for the API origin.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Its scheme and authority are the API base's, byte for byte.
+    SpelledAsBase,
+    /// The same origin spelled otherwise (case, default port).
+    Same,
+    /// Another origin, or none.
+    Other,
+}
+
+/// Whether `uri` is for the API origin: [`ApiBase::same_origin`], with a
+/// fast path for the common case of a request whose scheme and authority
+/// are spelled as in the base URL (then host and port are equal, so the
+/// full check would agree), which skips parsing host and port.
+/// `base_authority` is where the authority is in `base.as_str()`
+/// (`scheme://authority[/path]`).
+#[inline(always)]
+fn api_origin(base: &ApiBase, base_authority: &Range<usize>, uri: &Uri) -> Origin {
+    let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+        // A relative URI has no origin.
+        return Origin::Other;
+    };
+    let expected = if base.is_https() {
+        &Scheme::HTTPS
+    } else {
+        &Scheme::HTTP
+    };
+    let authority = authority.as_str().as_bytes();
+    let base_authority = &base.as_str().as_bytes()[base_authority.clone()];
+    if scheme == expected && authority == base_authority {
+        return Origin::SpelledAsBase;
+    }
+    if same_origin(base, uri) {
+        Origin::Same
+    } else {
+        Origin::Other
+    }
+}
+
+/// The full origin check, out of line.
+#[inline(never)]
+fn same_origin(base: &ApiBase, uri: &Uri) -> bool {
+    base.same_origin(uri)
 }

@@ -1,0 +1,365 @@
+//! What the bench binaries share: quick mode, criterion settings, the table
+//! of side-by-side ratios, the services under test and a poll-once executor.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    fmt::{self, Debug},
+    future::Future,
+    hint::black_box,
+    sync::Mutex,
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use criterion::Criterion;
+use http::{Request, Response, Uri};
+use http_body_util::Empty;
+use tower::Service;
+use wokelo_auth::{Token, WokeloAuthBuilder, WokeloAuthLayer, MAX_LIFETIME};
+
+/// On the layer's default origin, so the layer attaches its token.
+pub const API_URL: &str = "https://api.wokelo.ai/api/enterprise/company/search?query=stripe";
+
+/// The token every bench attaches (the layer's and AddAuthorization's).
+pub const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.bench-token.0123456789abcdefghijklmnopqrstuv";
+
+/// A 1 KiB request body.
+pub static KIB: [u8; 1024] = [b'x'; 1024];
+
+/// `WOKELO_BENCH_QUICK=1`: a few iterations of everything, still asserting
+/// the hard invariants. What CI runs so the benches keep working. Also when
+/// the binary is not run by `cargo bench` (which passes `--bench`), as by
+/// `cargo test --benches`, where criterion only checks that each benchmark
+/// runs.
+pub fn quick() -> bool {
+    matches!(std::env::var("WOKELO_BENCH_QUICK").as_deref(), Ok(v) if !v.is_empty() && v != "0")
+        || !std::env::args().any(|a| a == "--bench")
+}
+
+/// `WOKELO_BENCH_ENFORCE=1`: also fail when a timing target is missed
+/// (timings are not asserted by default: a busy CI machine is not a
+/// benchmark machine).
+pub fn enforce() -> bool {
+    matches!(std::env::var("WOKELO_BENCH_ENFORCE").as_deref(), Ok(v) if !v.is_empty() && v != "0")
+}
+
+/// Under `--profile-time` (criterion's mode for profilers) only criterion
+/// runs.
+pub fn profiling() -> bool {
+    std::env::args().any(|a| a == "--profile-time")
+}
+
+/// Samples criterion takes per benchmark; the ratio table uses the last
+/// this many (the measurement, after warm-up).
+pub fn sample_size() -> usize {
+    if quick() {
+        10
+    } else {
+        30
+    }
+}
+
+/// Modest settings: 2 cores, many benchmarks.
+pub fn criterion() -> Criterion {
+    let c = Criterion::default()
+        .sample_size(sample_size())
+        .without_plots();
+    let c = if quick() {
+        c.warm_up_time(Duration::from_millis(20))
+            .measurement_time(Duration::from_millis(60))
+            .nresamples(1_000)
+    } else {
+        c.warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3))
+            .nresamples(20_000)
+    };
+    c.configure_from_args()
+}
+
+/// A layer whose token never needs a refresh while the bench runs: a
+/// static token stated to live [`MAX_LIFETIME`].
+pub fn wokelo_builder() -> WokeloAuthBuilder {
+    WokeloAuthLayer::builder(wokelo_auth::StaticToken::from_token(
+        Token::new(TOKEN).with_expires_in(MAX_LIFETIME),
+    ))
+}
+
+/// The bearer value the layer sends, to check the header arrived.
+pub fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+#[allow(clippy::type_complexity)]
+/// The trivial inner service: hands back an empty `200` at once. It takes
+/// the request by value and hides it from the optimiser, so nothing the
+/// middleware did to it can be optimised away.
+pub fn trivial<B>() -> impl Service<
+    Request<B>,
+    Response = Response<Empty<Bytes>>,
+    Error = Infallible,
+    Future = std::future::Ready<Result<Response<Empty<Bytes>>, Infallible>>,
+> + Clone {
+    tower::service_fn(|request: Request<B>| {
+        black_box(request);
+        std::future::ready(Ok(Response::new(Empty::new())))
+    })
+}
+
+/// The request line every hot-path request uses (cloning it does not
+/// allocate: its bytes are static).
+pub fn api_uri() -> Uri {
+    Uri::from_static(API_URL)
+}
+
+/// Polls `future` once; it must be ready (every inner service here answers
+/// at once and the token is warm).
+#[inline(always)]
+pub fn now<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the hot path was expected to complete without waiting"),
+    }
+}
+
+/// One request through `service`, on the spot: `poll_ready`, `call`, and
+/// the response future polled once.
+#[inline(always)]
+pub fn send_now<S, B>(service: &mut S, request: Request<B>) -> S::Response
+where
+    S: Service<Request<B>>,
+    S::Error: Debug,
+{
+    match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(e)) => panic!("service failed: {e:?}"),
+        Poll::Pending => panic!("service not ready"),
+    }
+    now(service.call(request)).expect("the request succeeds")
+}
+
+/// One of the services a figure compares, as a closure that sends `n`
+/// requests through it and says how long they took.
+pub struct Variant {
+    pub name: &'static str,
+    pub run: Box<dyn FnMut(u64) -> Duration>,
+}
+
+impl Variant {
+    pub fn new(name: &'static str, run: impl FnMut(u64) -> Duration + 'static) -> Self {
+        Self {
+            name,
+            run: Box::new(run),
+        }
+    }
+}
+
+/// What criterion measured, kept so the binary can print its figures too.
+static SAMPLES: Mutex<BTreeMap<String, Vec<(u64, Duration)>>> = Mutex::new(BTreeMap::new());
+
+/// Runs every variant as a criterion benchmark of `group`, one iteration
+/// being one request.
+pub fn criterion_group(c: &mut Criterion, group: &str, variants: &mut [Variant]) {
+    let mut g = c.benchmark_group(group);
+    for v in variants.iter_mut() {
+        let key = format!("{group}/{}", v.name);
+        g.bench_function(v.name, |b| {
+            b.iter_custom(|iters| {
+                let elapsed = (v.run)(iters);
+                SAMPLES
+                    .lock()
+                    .unwrap()
+                    .entry(key.clone())
+                    .or_default()
+                    .push((iters, elapsed));
+                elapsed
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The median time per iteration of criterion's measured samples of
+/// `group/name`, in ns (`None` if criterion skipped it).
+pub fn criterion_ns(group: &str, name: &str) -> Option<f64> {
+    let samples = SAMPLES.lock().unwrap();
+    let all = samples.get(&format!("{group}/{name}"))?;
+    let n = sample_size().min(all.len());
+    let mut per_iter: Vec<f64> = all[all.len() - n..]
+        .iter()
+        .map(|(iters, d)| d.as_nanos() as f64 / *iters as f64)
+        .collect();
+    Some(median(&mut per_iter))
+}
+
+/// Time per request of each variant, measured in interleaved rounds: each
+/// round runs a batch of every variant (in a rotating order), so a change
+/// in background load hits all of them alike and the per-round ratios stay
+/// honest on a shared 2-core machine.
+pub struct SideBySide {
+    names: Vec<&'static str>,
+    /// `per_iter[variant][round]`, ns per request.
+    per_iter: Vec<Vec<f64>>,
+}
+
+impl SideBySide {
+    pub fn run(variants: &mut [Variant], rounds: usize, batch: u64) -> Self {
+        let n = variants.len();
+        for v in variants.iter_mut() {
+            (v.run)(batch);
+        }
+        let mut per_iter = vec![Vec::with_capacity(rounds); n];
+        for round in 0..rounds {
+            for k in 0..n {
+                let i = (round + k) % n;
+                let elapsed = (variants[i].run)(batch);
+                per_iter[i].push(elapsed.as_nanos() as f64 / batch as f64);
+            }
+        }
+        if std::env::var_os("WOKELO_BENCH_ROUNDS").is_some() {
+            for (v, times) in variants.iter().zip(&per_iter) {
+                let times: Vec<String> = times.iter().map(|t| format!("{t:.0}")).collect();
+                println!("{}: ns/req per round: {}", v.name, times.join(" "));
+            }
+        }
+        Self {
+            names: variants.iter().map(|v| v.name).collect(),
+            per_iter,
+        }
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.names
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or_else(|| panic!("no variant {name}"))
+    }
+
+    /// Median ns per request of `name`.
+    pub fn ns(&self, name: &str) -> f64 {
+        median(&mut self.per_iter[self.index(name)].clone())
+    }
+
+    /// `ns(a) / ns(b)`: the ratio of the medians, shown next to the
+    /// median of the per-round ratios.
+    pub fn ratio_of_medians(&self, a: &str, b: &str) -> f64 {
+        self.ns(a) / self.ns(b)
+    }
+
+    /// Median over rounds of `time(a) / time(b)`.
+    pub fn ratio(&self, a: &str, b: &str) -> f64 {
+        let (a, b) = (&self.per_iter[self.index(a)], &self.per_iter[self.index(b)]);
+        median(&mut a.iter().zip(b).map(|(a, b)| a / b).collect::<Vec<_>>())
+    }
+}
+
+pub fn median(values: &mut [f64]) -> f64 {
+    assert!(!values.is_empty());
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// A bound a figure must meet.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    AtMost(f64),
+    AtLeast(f64),
+    /// Reported, no target.
+    None,
+}
+
+impl Target {
+    pub fn met(self, value: f64) -> Option<bool> {
+        match self {
+            Target::AtMost(t) => Some(value <= t),
+            Target::AtLeast(t) => Some(value >= t),
+            Target::None => None,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::AtMost(t) => write!(f, "<= {t}"),
+            Target::AtLeast(t) => write!(f, ">= {t}"),
+            Target::None => f.write_str("-"),
+        }
+    }
+}
+
+/// The figures a binary measured, printed as a Markdown table.
+#[derive(Default)]
+pub struct Table {
+    rows: Vec<[String; 6]>,
+    missed: Vec<String>,
+}
+
+impl Table {
+    /// A row: what was measured, against what, their ratio and the target
+    /// for the ratio (`met` says whether it was met, if there is one).
+    pub fn row(
+        &mut self,
+        figure: &str,
+        measured: impl Into<String>,
+        baseline: impl Into<String>,
+        ratio: f64,
+        target: Target,
+    ) {
+        let met = target.met(ratio);
+        if met == Some(false) {
+            self.missed
+                .push(format!("{figure}: {ratio:.3} (target {target})"));
+        }
+        self.rows.push([
+            figure.to_owned(),
+            measured.into(),
+            baseline.into(),
+            format!("{ratio:.3}"),
+            target.to_string(),
+            match met {
+                Some(true) => "yes".into(),
+                Some(false) => "**no**".into(),
+                None => "-".into(),
+            },
+        ]);
+    }
+
+    /// Prints the table; with `WOKELO_BENCH_ENFORCE=1` a missed target
+    /// fails the binary.
+    pub fn finish(self, title: &str) {
+        println!("\n## {title}\n");
+        println!("| figure | measured | baseline | ratio (or difference) | target | met |");
+        println!("|---|---|---|---|---|---|");
+        for r in &self.rows {
+            println!("| {} |", r.join(" | "));
+        }
+        println!();
+        if !self.missed.is_empty() {
+            println!("targets missed: {}", self.missed.join("; "));
+            if enforce() {
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// A duration per request, for tables.
+pub fn ns(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.2} us/req", v / 1000.0)
+    } else {
+        format!("{v:.1} ns/req")
+    }
+}
