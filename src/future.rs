@@ -8,12 +8,15 @@ use std::{
     task::{ready, Context, Poll},
 };
 
+use bytes::Buf;
 use futures_util::FutureExt;
 use http::{
     header::{HeaderName, AUTHORIZATION},
     uri::{self, PathAndQuery},
     Extensions, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
 };
+use http_body::Body;
+use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tower::util::Oneshot;
 use tower_service::Service;
@@ -197,6 +200,8 @@ impl<S, B, R> Future for ResponseFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>, Response = Response<R>>,
     S::Error: Into<BoxError>,
+    R: Body + Send + 'static,
+    R::Data: Send,
 {
     type Output = Result<Response<R>, Error>;
 
@@ -251,6 +256,32 @@ where
     }
 }
 
+/// The most of a `401`'s body read before letting go of it.
+const MAX_DRAIN_BYTES: usize = 64 * 1024;
+
+/// Reads the `401`'s body to its end (at most [`MAX_DRAIN_BYTES`]) on its own
+/// task, rather than dropping it unread: an HTTP/1.1 connection whose
+/// response body was not read cannot go back to the pool. The retry does not
+/// wait for it.
+fn drain<R>(body: R)
+where
+    R: Body + Send + 'static,
+    R::Data: Send,
+{
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let mut body = std::pin::pin!(body);
+            let mut read = 0;
+            while let Some(Ok(frame)) = body.as_mut().frame().await {
+                read += frame.data_ref().map_or(0, |d| d.remaining());
+                if read > MAX_DRAIN_BYTES {
+                    break;
+                }
+            }
+        });
+    }
+}
+
 /// After a `401`: drops the token if it is still the one sent, and gives the
 /// state that refreshes it and resends the request, or the `401` back when
 /// the body cannot be replayed. Out of line: the hot path never gets here.
@@ -259,6 +290,8 @@ where
 fn after_401<S, B, R>(retry: Retry<S>, response: Response<R>) -> Result<State<S, B>, Response<R>>
 where
     S: Service<Request<ReplayBody<B>>>,
+    R: Body + Send + 'static,
+    R::Data: Send,
 {
     let invalidated = retry.cache.invalidate(retry.generation);
     let Some(body) = retry.replay.replay() else {
@@ -275,7 +308,7 @@ where
         invalidated,
         "API answered 401; retrying once with a fresh token"
     );
-    drop(response);
+    drain(response.into_body());
     Ok(State::Authorizing {
         token: retry.cache.acquire(Reason::Unauthorized),
         pending: Some((

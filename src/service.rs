@@ -168,6 +168,8 @@ where
     S: Service<Request<ReplayBody<B>>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes>,
+    R: Body + Send + 'static,
+    R::Data: Send,
 {
     type Response = Response<R>;
     type Error = Error;
