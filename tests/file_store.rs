@@ -2,11 +2,27 @@
 
 mod common;
 
+use std::path::Path;
+
 use bytes::Bytes;
+use http::StatusCode;
 use http_body_util::Empty;
 use wokelo_auth::{store::FileStore, testing::MockServer};
 
 use common::{client, get, send};
+
+/// One run of the tool: a fresh layer (as a fresh process would have) with
+/// the file store at `path`, making one request.
+async fn run(server: &MockServer, path: &Path) -> StatusCode {
+    let layer = common::builder(server)
+        .token_store(FileStore::new(path))
+        .build();
+    let service = client::<Empty<Bytes>>(&layer);
+    send(&service, get(server.url("/api/echo")))
+        .await
+        .unwrap()
+        .status
+}
 
 #[tokio::test]
 async fn a_second_run_reuses_the_stored_token() {
@@ -19,20 +35,8 @@ async fn a_second_run_reuses_the_stored_token() {
         ))
         .join("token.json");
 
-    for run in 0..3 {
-        // Each run is a fresh layer, as a fresh process would have.
-        let layer = common::builder(&server)
-            .token_store(FileStore::new(&path))
-            .build();
-        let service = client::<Empty<Bytes>>(&layer);
-        assert_eq!(
-            send(&service, get(server.url("/api/echo")))
-                .await
-                .unwrap()
-                .status,
-            200,
-            "run {run}"
-        );
+    for _ in 0..3 {
+        assert_eq!(run(&server, &path).await, 200);
     }
     let stats = server.stats();
     assert_eq!(
@@ -44,28 +48,8 @@ async fn a_second_run_reuses_the_stored_token() {
     // A revoked stored token: the run gets a 401, refreshes (from the stored
     // refresh token, refused after revocation), logs in and stores the new one.
     server.revoke_all();
-    let layer = common::builder(&server)
-        .token_store(FileStore::new(&path))
-        .build();
-    let service = client::<Empty<Bytes>>(&layer);
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
-    let layer = common::builder(&server)
-        .token_store(FileStore::new(&path))
-        .build();
-    let service = client::<Empty<Bytes>>(&layer);
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(run(&server, &path).await, 200);
+    assert_eq!(run(&server, &path).await, 200);
     let stats = server.stats();
     assert_eq!(
         stats.tokens_issued, 2,
@@ -74,17 +58,7 @@ async fn a_second_run_reuses_the_stored_token() {
 
     // A corrupt file is ignored: the run logs in again.
     std::fs::write(&path, b"not a token").unwrap();
-    let layer = common::builder(&server)
-        .token_store(FileStore::new(&path))
-        .build();
-    let service = client::<Empty<Bytes>>(&layer);
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(run(&server, &path).await, 200);
     assert_eq!(server.stats().tokens_issued, 3);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
