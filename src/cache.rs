@@ -497,9 +497,13 @@ impl TokenCache {
             };
             let retryable =
                 error.kind() == TokenErrorKind::Unavailable && *attempts <= self.config.max_retries;
-            let delay = error
-                .retry_after()
-                .unwrap_or_else(|| self.backoff(*attempts));
+            let delay = error.retry_after().unwrap_or_else(|| {
+                crate::backoff::jittered(
+                    self.config.retry_backoff,
+                    self.config.max_retry_backoff,
+                    *attempts,
+                )
+            });
             if !retryable || Instant::now() + delay >= deadline {
                 return Err(error);
             }
@@ -651,17 +655,6 @@ impl TokenCache {
             remaining.max(Duration::from_millis(1)),
             stored.id,
         )
-    }
-
-    /// Exponential backoff with jitter: `base * 2^(attempt-1)`, capped, times
-    /// a random factor in [0.5, 1.0).
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .config
-            .retry_backoff
-            .saturating_mul(1 << (attempt - 1).min(16))
-            .min(self.config.max_retry_backoff);
-        exp.mul_f64(0.5 + fastrand::f64() / 2.0)
     }
 
     fn entry(&self, token: Token, requested_at: Instant, store_id: u64) -> FetchOutput {

@@ -87,6 +87,7 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backoff;
 mod cache;
 mod error;
 pub mod future;

@@ -275,13 +275,9 @@ impl WokeloRetryPolicy {
         self.retry_non_idempotent || method.is_idempotent()
     }
 
-    /// Exponential backoff with full jitter in its upper half:
-    /// `base * 2^(n-1)` capped at the maximum, times [0.5, 1.0).
+    /// Backoff for the `n`th retry: from 1 s doubling to 60 s, jittered.
     fn backoff(&self, n: u32) -> Duration {
-        self.base
-            .saturating_mul(1 << n.saturating_sub(1).min(16))
-            .min(self.max_backoff)
-            .mul_f64(0.5 + fastrand::f64() / 2.0)
+        crate::backoff::jittered(self.base, self.max_backoff, n)
     }
 
     /// The wait before the next attempt, or `None` to stop, for a response
