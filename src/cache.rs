@@ -1,7 +1,12 @@
 //! The token cache every clone of the service shares.
 //!
-//! - **Hot path**: [`TokenCache::current`] reads the cached entry through an
-//!   [`ArcSwapOption`] (no lock, no allocation) and checks the clock.
+//! - **Hot path**: each service clone keeps the token it last attached (a
+//!   [`LocalToken`]) with the cache's *epoch* at that time; while the epoch
+//!   is unchanged, [`TokenCache::current`] attaches it after one atomic load:
+//!   no lock, no allocation, no clock read. Every change of the cached entry
+//!   bumps the epoch, and so does a timer set for each entry at its wake
+//!   point (see [`Entry::wake_at`]), after which the slow path reads the
+//!   entry through an [`ArcSwapOption`] and checks the clock.
 //! - **Single flight**: every fetch runs as one spawned task whose result is a
 //!   [`Shared`] future; all requests needing a token await that one fetch, so
 //!   N concurrent requests cause one token request, and the fetch completes
@@ -23,7 +28,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
     },
     time::{Duration, SystemTime},
 };
@@ -85,7 +90,6 @@ impl Default for CacheConfig {
 }
 
 /// A cached token, ready to attach.
-#[derive(Clone)]
 pub(crate) struct Entry {
     /// `Bearer <token>`, marked sensitive.
     pub(crate) header: HeaderValue,
@@ -98,7 +102,41 @@ pub(crate) struct Entry {
     pub(crate) token: Token,
     /// Which fetch made this token, across processes (see [`StoredToken::id`]).
     pub(crate) store_id: u64,
+    /// A timer is set to bump the cache's epoch at `wake_at`, so service
+    /// clones may keep this entry without reading the clock (see
+    /// [`TokenCache::current`]).
+    timed: AtomicBool,
 }
+
+impl Entry {
+    /// The same token with another refresh point and wake point.
+    fn rescheduled(&self, refresh_at: Instant, wake_at: Instant) -> Self {
+        Self {
+            header: self.header.clone(),
+            generation: self.generation,
+            wake_at,
+            refresh_at,
+            expires_at: self.expires_at,
+            token: self.token.clone(),
+            store_id: self.store_id,
+            timed: AtomicBool::new(false),
+        }
+    }
+}
+
+/// What one service clone keeps of the cached token: the header to attach,
+/// valid while the cache's epoch is still `epoch`.
+#[derive(Clone)]
+pub(crate) struct LocalToken {
+    epoch: u64,
+    header: HeaderValue,
+    generation: u64,
+}
+
+/// Keeps a value on its own cache line, so that writes to its neighbours do
+/// not evict it from the other cores' caches.
+#[repr(align(128))]
+struct CachePadded<T>(T);
 
 pub(crate) type FetchOutput = Result<Arc<Entry>, TokenError>;
 
@@ -106,6 +144,10 @@ pub(crate) type FetchOutput = Result<Arc<Entry>, TokenError>;
 pub(crate) type AcquireFuture = BoxFuture<'static, FetchOutput>;
 
 pub(crate) struct TokenCache {
+    /// Bumped after every change of `current` and at the current entry's
+    /// wake point: a service clone's [`LocalToken`] is valid while this is
+    /// unchanged. Read on every request, written rarely.
+    epoch: CachePadded<AtomicU64>,
     current: ArcSwapOption<Entry>,
     /// A fetch is in flight; lets the hot path skip the lock during refresh-ahead.
     fetching: AtomicBool,
@@ -170,6 +212,7 @@ impl TokenCache {
         config: CacheConfig,
     ) -> Self {
         Self {
+            epoch: CachePadded(AtomicU64::new(1)),
             current: ArcSwapOption::empty(),
             fetching: AtomicBool::new(false),
             next_generation: AtomicU64::new(1),
@@ -188,20 +231,90 @@ impl TokenCache {
     }
 
     /// The hot path: the header to attach and its generation, if a valid
-    /// token is cached. Past the refresh point it also starts a background
-    /// refresh (once) and still returns the valid token.
+    /// token is cached. `local` is the calling service clone's copy; while
+    /// the epoch is unchanged it is used as it is.
     #[inline(always)]
-    pub(crate) fn current(self: &Arc<Self>) -> Option<(HeaderValue, u64)> {
+    pub(crate) fn current(
+        self: &Arc<Self>,
+        local: &mut Option<LocalToken>,
+    ) -> Option<(HeaderValue, u64)> {
+        if let Some(local) = local {
+            if local.epoch == self.epoch.0.load(Ordering::Acquire) {
+                return Some((local.header.clone(), local.generation));
+            }
+        }
+        self.current_slow(local)
+    }
+
+    /// The entry, checked against the clock. Past its wake point this also
+    /// starts a background refresh (once) and still returns the valid token.
+    /// Before it, and with its timer set, the entry goes into `local`.
+    #[cold]
+    #[inline(never)]
+    fn current_slow(
+        self: &Arc<Self>,
+        local: &mut Option<LocalToken>,
+    ) -> Option<(HeaderValue, u64)> {
+        *local = None;
+        // Read before the entry: if the entry changes after this read, the
+        // epoch does too, and the next request looks again.
+        let epoch = self.epoch.0.load(Ordering::Acquire);
         let guard = self.current.load();
-        let entry = guard.as_deref()?;
+        let entry = guard.as_ref()?;
         let now = Instant::now();
         if now >= entry.wake_at {
             if now >= entry.expires_at {
                 return None;
             }
             self.wake(entry, now);
+        } else if entry.timed.load(Ordering::Acquire) {
+            *local = Some(LocalToken {
+                epoch,
+                header: entry.header.clone(),
+                generation: entry.generation,
+            });
+        } else {
+            // Stored outside a runtime, or the runtime running its timer shut
+            // down: set one from this runtime, if there is one.
+            self.set_timer(entry);
         }
         Some((entry.header.clone(), entry.generation))
+    }
+
+    /// Makes `entry` the current one (or none), then bumps the epoch so that
+    /// every service clone looks at it.
+    fn publish(self: &Arc<Self>, entry: Option<Arc<Entry>>) {
+        if let Some(entry) = &entry {
+            self.set_timer(entry);
+        }
+        self.current.store(entry);
+        self.epoch.0.fetch_add(1, Ordering::Release);
+    }
+
+    /// Spawns a task that bumps the epoch at `entry`'s wake point (or when
+    /// the task is dropped, as when its runtime shuts down), unless one is
+    /// set already or there is no runtime (then the hot path reads the clock
+    /// on every request until one is set).
+    fn set_timer(self: &Arc<Self>, entry: &Arc<Entry>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if entry
+            .timed
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let wake_at = entry.wake_at;
+        let expired = WakePoint {
+            cache: Arc::downgrade(self),
+            entry: Arc::downgrade(entry),
+        };
+        runtime.spawn(async move {
+            tokio::time::sleep_until(wake_at).await;
+            drop(expired);
+        });
     }
 
     fn valid_entry(&self, now: Instant) -> Option<Arc<Entry>> {
@@ -246,13 +359,16 @@ impl TokenCache {
                         state.last = Some(adopted.clone());
                         adopted
                     }
-                    _ => {
-                        let mut same = Entry::clone(&current);
-                        same.wake_at = same.refresh_at.min(now + cache.config.store_sync_interval);
-                        Arc::new(same)
-                    }
+                    _ => Arc::new(
+                        current.rescheduled(
+                            current.refresh_at,
+                            current
+                                .refresh_at
+                                .min(now + cache.config.store_sync_interval),
+                        ),
+                    ),
                 };
-                cache.current.store(Some(next));
+                cache.publish(Some(next));
             }
             drop(state);
             cache.syncing.store(false, Ordering::Release);
@@ -300,12 +416,12 @@ impl TokenCache {
 
     /// After a `401`: drops the cached token if it is still `generation`.
     /// Returns whether it did.
-    pub(crate) fn invalidate(&self, generation: u64) -> bool {
+    pub(crate) fn invalidate(self: &Arc<Self>, generation: u64) -> bool {
         let _state = self.lock();
         let current = self.current.load();
         if current.as_ref().is_some_and(|e| e.generation == generation) {
             drop(current);
-            self.current.store(None);
+            self.publish(None);
             true
         } else {
             false
@@ -382,7 +498,7 @@ impl TokenCache {
 
     /// Records a fetch's outcome, once: the fetch task, or, if the task
     /// died, the shared future its waiters await.
-    fn complete(&self, id: u64, output: &FetchOutput) {
+    fn complete(self: &Arc<Self>, id: u64, output: &FetchOutput) {
         let mut state = self.lock();
         if state.inflight.as_ref().map(|i| i.id) != Some(id) {
             return;
@@ -394,7 +510,7 @@ impl TokenCache {
             Ok(entry) => {
                 state.last = Some(entry.clone());
                 state.failure = None;
-                self.current.store(Some(entry.clone()));
+                self.publish(Some(entry.clone()));
             }
             Err(error) => {
                 let window = if error.kind().is_transient() {
@@ -418,10 +534,9 @@ impl TokenCache {
                         valid_for_ms = remaining.as_millis() as u64,
                         "token refresh failed; serving the current token meanwhile"
                     );
-                    let mut postponed = Entry::clone(&entry);
-                    postponed.refresh_at = now + retry_in;
-                    postponed.wake_at = postponed.wake_at.min(postponed.refresh_at);
-                    self.current.store(Some(Arc::new(postponed)));
+                    let refresh_at = now + retry_in;
+                    let postponed = entry.rescheduled(refresh_at, entry.wake_at.min(refresh_at));
+                    self.publish(Some(Arc::new(postponed)));
                 }
             }
         }
@@ -693,7 +808,28 @@ impl TokenCache {
             expires_at: start + lifetime,
             token,
             store_id,
+            timed: AtomicBool::new(false),
         }))
+    }
+}
+
+/// Dropped at an entry's wake point by the task [`TokenCache::set_timer`]
+/// spawns, or with that task: marks the entry as having no timer and bumps
+/// the epoch, so that the next request of every service clone checks the
+/// clock.
+struct WakePoint {
+    cache: Weak<TokenCache>,
+    entry: Weak<Entry>,
+}
+
+impl Drop for WakePoint {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.upgrade() {
+            entry.timed.store(false, Ordering::Release);
+        }
+        if let Some(cache) = self.cache.upgrade() {
+            cache.epoch.0.fetch_add(1, Ordering::Release);
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use tower_service::Service;
 use crate::{
     cache::{AcquireFuture, Reason},
     replay::{ReplayBody, ReplayHandle},
-    service::{BaseOrigin, CacheHandle},
+    service::{BaseOrigin, RetryHandle},
     BoxError, Error,
 };
 
@@ -50,7 +50,8 @@ pub(crate) struct RetryParts {
 /// future.
 enum RetryUri {
     Path(PathAndQuery),
-    Full(Uri),
+    // Boxed: rare, and larger than a path.
+    Full(Box<Uri>),
 }
 
 impl RetryParts {
@@ -72,7 +73,7 @@ impl RetryParts {
         };
         let uri = match request.uri().path_and_query() {
             Some(path) if spelled_as_base => RetryUri::Path(path.clone()),
-            _ => RetryUri::Full(request.uri().clone()),
+            _ => RetryUri::Full(Box::new(request.uri().clone())),
         };
         Self {
             method: request.method().clone(),
@@ -87,7 +88,7 @@ impl RetryParts {
         let mut request = Request::new(body);
         *request.method_mut() = self.method;
         *request.uri_mut() = match self.uri {
-            RetryUri::Full(uri) => uri,
+            RetryUri::Full(uri) => *uri,
             RetryUri::Path(path) => {
                 let base = base.expect("only a request spelled as the base keeps just its path");
                 let mut parts = uri::Parts::default();
@@ -112,10 +113,8 @@ impl RetryParts {
 pub(crate) struct Retry<S> {
     pub(crate) parts: RetryParts,
     pub(crate) replay: ReplayHandle,
-    /// The service for the retry, not driven to readiness: the one the first
-    /// attempt went through (saving a clone per request), or a clone.
-    pub(crate) service: S,
-    pub(crate) cache: Arc<CacheHandle>,
+    /// The token cache, the API origin and a service for the retry.
+    pub(crate) handle: Arc<RetryHandle<S>>,
     /// The generation of the token the first attempt carried.
     pub(crate) generation: u64,
 }
@@ -139,21 +138,19 @@ pin_project! {
     where
         S: Service<Request<ReplayBody<B>>>,
     {
-        // Waiting for a token, then sending `request` (through `service`, which
-        // is ready for the first attempt and not yet for the retry).
-        //
-        // Not boxed, although that would shrink the hot path's future: in a
-        // cold stampede every request passes here, and an allocation each
-        // (freed on another worker thread) costs more there (measured: 10,000
-        // first requests took 1.22x the tokio floor boxed, 1.11x unboxed)
-        // than the larger future costs on the hot path.
+        // Waiting for a token, then sending the request (through the
+        // service, which is ready for the first attempt and not yet for the
+        // retry). Both are boxed: only requests that find no valid token
+        // come here, and every future of the hot path would otherwise carry
+        // their room.
         Authorizing {
             token: AcquireFuture,
-            pending: Option<(Request<ReplayBody<B>>, S)>,
+            pending: Option<Box<(Request<ReplayBody<B>>, S)>>,
             retrying: bool,
         },
         Called { #[pin] future: S::Future },
-        Retrying { #[pin] future: Oneshot<S, Request<ReplayBody<B>>> },
+        // Boxed, for the same reason: only after a `401`.
+        Retrying { future: Pin<Box<Oneshot<S, Request<ReplayBody<B>>>>> },
     }
 }
 
@@ -168,14 +165,12 @@ where
         }
     }
 
-    /// The first attempt went out through `service`; `retry` makes the
-    /// retry state around it. (A closure, so that the state is built in
-    /// place in the future rather than moved into it.)
+    /// The first attempt went out; `retry` is what a retry needs.
     #[inline(always)]
-    pub(crate) fn called(future: S::Future, service: S, retry: impl FnOnce(S) -> Retry<S>) -> Self {
+    pub(crate) fn called(future: S::Future, retry: Retry<S>) -> Self {
         Self {
             state: State::Called { future },
-            retry: Some(retry(service)),
+            retry: Some(retry),
         }
     }
 
@@ -188,7 +183,7 @@ where
         Self {
             state: State::Authorizing {
                 token,
-                pending: Some((request, service)),
+                pending: Some(Box::new((request, service))),
                 retrying: false,
             },
             retry: Some(retry),
@@ -198,7 +193,7 @@ where
 
 impl<S, B, R> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<R>>,
+    S: Service<Request<ReplayBody<B>>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
     R: Body + Send + 'static,
     R::Data: Send,
@@ -216,7 +211,7 @@ where
                     retrying,
                 } => {
                     let entry = ready!(token.poll_unpin(cx))?;
-                    let (mut request, mut service) = pending
+                    let (mut request, mut service) = *pending
                         .take()
                         .expect("ResponseFuture polled after completion");
                     request
@@ -224,7 +219,7 @@ where
                         .insert(AUTHORIZATION, entry.header.clone());
                     if *retrying {
                         this.state.set(State::Retrying {
-                            future: Oneshot::new(service, request),
+                            future: Box::pin(Oneshot::new(service, request)),
                         });
                     } else {
                         if let Some(retry) = this.retry.as_mut() {
@@ -249,7 +244,10 @@ where
                     }
                 }
                 StateProj::Retrying { future } => {
-                    return future.poll(cx).map_err(|e| Error::Service(e.into()));
+                    return future
+                        .as_mut()
+                        .poll(cx)
+                        .map_err(|e| Error::Service(e.into()));
                 }
             }
         }
@@ -289,18 +287,19 @@ where
 #[inline(never)]
 fn after_401<S, B, R>(retry: Retry<S>, response: Response<R>) -> Result<State<S, B>, Response<R>>
 where
-    S: Service<Request<ReplayBody<B>>>,
+    S: Service<Request<ReplayBody<B>>> + Clone,
     R: Body + Send + 'static,
     R::Data: Send,
 {
-    let invalidated = retry.cache.invalidate(retry.generation);
+    let cache = &retry.handle.cache;
+    let invalidated = cache.invalidate(retry.generation);
     let Some(body) = retry.replay.replay() else {
         tracing::warn!(
             generation = retry.generation,
             invalidated,
             "API answered 401; the request body cannot be replayed (streamed past the replay cap, or not sent whole), so the 401 is returned and the token refreshed for the next request"
         );
-        retry.cache.prefetch(Reason::Unauthorized);
+        cache.prefetch(Reason::Unauthorized);
         return Err(response);
     };
     tracing::debug!(
@@ -310,11 +309,11 @@ where
     );
     drain(response.into_body());
     Ok(State::Authorizing {
-        token: retry.cache.acquire(Reason::Unauthorized),
-        pending: Some((
-            retry.parts.into_request(body, retry.cache.origin.as_ref()),
-            retry.service,
-        )),
+        token: cache.acquire(Reason::Unauthorized),
+        pending: Some(Box::new((
+            retry.parts.into_request(body, retry.handle.origin.as_ref()),
+            retry.handle.service(),
+        ))),
         retrying: true,
     })
 }

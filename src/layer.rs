@@ -51,7 +51,7 @@ impl WokeloAuthLayer {
     }
 }
 
-impl<S> Layer<S> for WokeloAuthLayer {
+impl<S: Clone> Layer<S> for WokeloAuthLayer {
     type Service = WokeloAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {

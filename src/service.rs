@@ -5,7 +5,7 @@ use std::{
     ops::{Deref, Range},
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
     task::{Context, Poll},
 };
@@ -20,7 +20,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::{
-    cache::{Reason, TokenCache},
+    cache::{LocalToken, Reason, TokenCache},
     future::{ResponseFuture, Retry, RetryParts},
     layer::Auth,
     replay::ReplayBody,
@@ -37,38 +37,58 @@ use crate::{
 /// a [`ReplayBody`]. See the [crate docs](crate).
 pub struct WokeloAuth<S> {
     inner: S,
-    state: Arc<ServiceState>,
+    state: Arc<ServiceState<S>>,
+    /// The token this clone attached last, while still current.
+    local: Option<LocalToken>,
 }
 
 /// What the clones of one service share.
-struct ServiceState {
+struct ServiceState<S> {
     auth: Arc<Auth>,
     /// Where the authority is in `auth.base.as_str()`, for the fast path of
     /// the origin check (see [`api_origin`]).
     authority: Range<usize>,
-    /// Handles on the token cache for the retry, one per thread slot.
-    handles: Box<[Arc<CacheHandle>]>,
+    /// Handles on what the retry needs, one per thread slot.
+    handles: Box<[Arc<RetryHandle<S>>]>,
 }
 
-/// A handle on the token cache, for a response future to keep it for the
-/// retry after a `401`.
+/// What a response future keeps for the retry after a `401`.
 ///
 /// Every request holds one, so its reference count is written twice per
 /// request. Requests on different threads take different handles (see
 /// [`thread_slot`]), each count on its own cache line, so that those writes
-/// do not bounce one cache line between cores as a single shared
-/// `Arc<TokenCache>` count would.
+/// do not bounce one cache line between cores as a single shared count
+/// would.
 #[repr(align(128))]
-pub(crate) struct CacheHandle {
-    cache: Arc<TokenCache>,
-    pub(crate) origin: Option<BaseOrigin>,
+pub(crate) struct RetryHandle<S> {
+    shared: Arc<RetryShared<S>>,
 }
 
-impl Deref for CacheHandle {
-    type Target = Arc<TokenCache>;
+/// What the retry needs, shared by the handles of one service.
+pub(crate) struct RetryShared<S> {
+    pub(crate) cache: Arc<TokenCache>,
+    pub(crate) origin: Option<BaseOrigin>,
+    /// A clone of the wrapped service, made when the layer was applied,
+    /// cloned again for each retry: the first attempt does not leave a clone
+    /// of the service behind for a retry that rarely comes.
+    service: Mutex<S>,
+}
 
-    fn deref(&self) -> &Arc<TokenCache> {
-        &self.cache
+impl<S> Deref for RetryHandle<S> {
+    type Target = RetryShared<S>;
+
+    fn deref(&self) -> &RetryShared<S> {
+        &self.shared
+    }
+}
+
+impl<S: Clone> RetryShared<S> {
+    /// A clone of the wrapped service for a retry.
+    pub(crate) fn service(&self) -> S {
+        self.service
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -94,7 +114,7 @@ fn thread_slot() -> usize {
     SLOT.try_with(|slot| *slot).unwrap_or(0)
 }
 
-impl<S> WokeloAuth<S> {
+impl<S: Clone> WokeloAuth<S> {
     pub(crate) fn from_parts(inner: S, auth: Arc<Auth>) -> Self {
         let base = auth.base.as_str();
         let start = base.find("://").map_or(0, |i| i + 3);
@@ -108,14 +128,15 @@ impl<S> WokeloAuth<S> {
         // Without the base's parts (never, for a valid base), no request is
         // taken as spelled like it: an empty range matches no authority.
         let authority = if origin.is_some() { start..end } else { 0..0 };
+        let shared = Arc::new(RetryShared {
+            cache: auth.cache.clone(),
+            origin,
+            service: Mutex::new(inner.clone()),
+        });
         let handles = (0..THREAD_SLOTS)
             .map(|_| {
-                Arc::new(CacheHandle {
-                    cache: auth.cache.clone(),
-                    origin: origin.as_ref().map(|o| BaseOrigin {
-                        scheme: o.scheme.clone(),
-                        authority: o.authority.clone(),
-                    }),
+                Arc::new(RetryHandle {
+                    shared: shared.clone(),
                 })
             })
             .collect();
@@ -126,9 +147,12 @@ impl<S> WokeloAuth<S> {
                 authority,
                 handles,
             }),
+            local: None,
         }
     }
+}
 
+impl<S> WokeloAuth<S> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -150,6 +174,7 @@ impl<S: Clone> Clone for WokeloAuth<S> {
         Self {
             inner: self.inner.clone(),
             state: self.state.clone(),
+            local: self.local.clone(),
         }
     }
 }
@@ -182,10 +207,6 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // Take the service that was driven to readiness; leave a clone.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-
         let state = &*self.state;
         let auth = &*state.auth;
         let headers = request.headers();
@@ -195,10 +216,12 @@ where
             api_origin(&auth.base, &state.authority, request.uri())
         };
         if origin == Origin::Other {
-            return ResponseFuture::passthrough(inner.call(request.map(ReplayBody::passthrough)));
+            return ResponseFuture::passthrough(
+                self.inner.call(request.map(ReplayBody::passthrough)),
+            );
         }
 
-        let retry_parts = RetryParts::of(&request, origin == Origin::SpelledAsBase);
+        let parts = RetryParts::of(&request, origin == Origin::SpelledAsBase);
         let mut replay = None;
         let mut request = request.map(|body| {
             let (body, handle) = ReplayBody::capture(body, auth.max_replay_body_bytes);
@@ -206,27 +229,30 @@ where
             body
         });
         let replay = replay.expect("the body was wrapped");
-        match auth.cache.current() {
+        let handle = state.handles[thread_slot()].clone();
+        match auth.cache.current(&mut self.local) {
             Some((header, generation)) => {
                 request.headers_mut().insert(AUTHORIZATION, header);
-                let cache = state.handles[thread_slot()].clone();
-                // The retry goes through the service just called (it polls
-                // it ready again first), rather than through another clone.
-                ResponseFuture::called(inner.call(request), inner, |service| Retry {
-                    parts: retry_parts,
-                    replay,
-                    service,
-                    cache,
-                    generation,
-                })
+                ResponseFuture::called(
+                    self.inner.call(request),
+                    Retry {
+                        parts,
+                        replay,
+                        handle,
+                        generation,
+                    },
+                )
             }
             None => {
+                // The request is sent once a token arrives, through the
+                // service that was driven to readiness; a clone stays.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
                 let token = auth.cache.acquire(Reason::Missing);
                 let retry = Retry {
-                    parts: retry_parts,
+                    parts,
                     replay,
-                    service: self.inner.clone(),
-                    cache: state.handles[thread_slot()].clone(),
+                    handle,
                     generation: 0,
                 };
                 ResponseFuture::authorizing(token, request, inner, retry)
