@@ -26,10 +26,13 @@
 
 use std::{
     fmt,
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, PoisonError, Weak,
     },
+    task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 
@@ -140,8 +143,8 @@ struct CachePadded<T>(T);
 
 pub(crate) type FetchOutput = Result<Arc<Entry>, TokenError>;
 
-/// The future a request awaits when it has no valid token.
-pub(crate) type AcquireFuture = BoxFuture<'static, FetchOutput>;
+/// The fetch task's outcome, shared by every request waiting for it.
+pub(crate) type FetchFuture = BoxFuture<'static, FetchOutput>;
 
 pub(crate) struct TokenCache {
     /// Bumped after every change of `current` and at the current entry's
@@ -175,7 +178,7 @@ struct State {
 
 struct Inflight {
     id: u64,
-    fetch: Shared<AcquireFuture>,
+    fetch: Shared<FetchFuture>,
 }
 
 struct Failure {
@@ -389,29 +392,12 @@ impl TokenCache {
 
     /// The slow path: a valid token, fetching one (or joining the fetch in
     /// flight) if needed. Fails fast inside the failure backoff window.
-    pub(crate) fn acquire(self: &Arc<Self>, reason: Reason) -> AcquireFuture {
-        let cache = self.clone();
-        Box::pin(async move {
-            let (_, fetch) = {
-                let mut state = cache.lock();
-                let now = Instant::now();
-                if let Some(entry) = cache.valid_entry(now) {
-                    return Ok(entry);
-                }
-                match &state.inflight {
-                    Some(inflight) => (inflight.id, inflight.fetch.clone()),
-                    None => {
-                        if let Some(failure) = state.failure.as_ref().filter(|f| now < f.until) {
-                            return Err(failure.error.clone());
-                        }
-                        cache.start_fetch(&mut state, reason)?
-                    }
-                }
-            };
-            // The fetch records its own outcome (see `start_fetch`), so the
-            // waiters of a stampede do not each take the lock again here.
-            fetch.await
-        })
+    pub(crate) fn acquire(self: &Arc<Self>, reason: Reason) -> Acquire {
+        Acquire {
+            cache: self.clone(),
+            reason,
+            fetch: None,
+        }
     }
 
     /// After a `401`: drops the cached token if it is still `generation`.
@@ -447,7 +433,7 @@ impl TokenCache {
         self: &Arc<Self>,
         state: &mut State,
         reason: Reason,
-    ) -> Result<(u64, Shared<AcquireFuture>), TokenError> {
+    ) -> Result<(u64, Shared<FetchFuture>), TokenError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             TokenError::new(
                 TokenErrorKind::Configuration,
@@ -468,7 +454,7 @@ impl TokenCache {
         // waiters inside `Shared`, records the failure. It holds the cache
         // weakly: it is stored in the cache.
         let weak = Arc::downgrade(self);
-        let fetch: AcquireFuture = Box::pin(async move {
+        let fetch: FetchFuture = Box::pin(async move {
             match task.await {
                 Ok(output) => output,
                 Err(e) => {
@@ -830,6 +816,52 @@ impl Drop for WakePoint {
         if let Some(cache) = self.cache.upgrade() {
             cache.epoch.0.fetch_add(1, Ordering::Release);
         }
+    }
+}
+
+/// The future a request awaits when it has no valid token (see
+/// [`TokenCache::acquire`]). A named type rather than a boxed `async` block,
+/// so that it lives inline in the response future's pending state.
+pub(crate) struct Acquire {
+    cache: Arc<TokenCache>,
+    reason: Reason,
+    /// The fetch joined, once polled and no valid token was cached.
+    fetch: Option<Shared<FetchFuture>>,
+}
+
+impl Future for Acquire {
+    type Output = FetchOutput;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<FetchOutput> {
+        let this = &mut *self;
+        let fetch = match &mut this.fetch {
+            Some(fetch) => fetch,
+            None => {
+                let cache = &this.cache;
+                let mut state = cache.lock();
+                let now = Instant::now();
+                if let Some(entry) = cache.valid_entry(now) {
+                    return Poll::Ready(Ok(entry));
+                }
+                let fetch = match &state.inflight {
+                    Some(inflight) => inflight.fetch.clone(),
+                    None => {
+                        if let Some(failure) = state.failure.as_ref().filter(|f| now < f.until) {
+                            return Poll::Ready(Err(failure.error.clone()));
+                        }
+                        match cache.start_fetch(&mut state, this.reason) {
+                            Ok((_, fetch)) => fetch,
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                    }
+                };
+                // The fetch records its own outcome (see `start_fetch`), so
+                // the waiters of a stampede do not each take the lock again
+                // once it completes.
+                this.fetch.insert(fetch)
+            }
+        };
+        fetch.poll_unpin(cx)
     }
 }
 

@@ -22,7 +22,7 @@ use tower::util::Oneshot;
 use tower_service::Service;
 
 use crate::{
-    cache::{AcquireFuture, Reason},
+    cache::{Acquire, Reason},
     replay::{ReplayBody, ReplayHandle},
     service::{BaseOrigin, RetryHandle},
     BoxError, Error,
@@ -138,20 +138,26 @@ pin_project! {
     where
         S: Service<Request<ReplayBody<B>>>,
     {
-        // Waiting for a token, then sending the request (through the
-        // service, which is ready for the first attempt and not yet for the
-        // retry). Both are boxed: only requests that find no valid token
-        // come here, and every future of the hot path would otherwise carry
-        // their room.
+        // Waiting for a token, then sending the request. Boxed: only
+        // requests that find no valid token come here, and every future of
+        // the hot path would otherwise carry their room. One allocation per
+        // such request, the wait included (see `Pending`).
         Authorizing {
-            token: AcquireFuture,
-            pending: Option<Box<(Request<ReplayBody<B>>, S)>>,
+            pending: Option<Pending<S, B>>,
             retrying: bool,
         },
         Called { #[pin] future: S::Future },
         // Boxed, for the same reason: only after a `401`.
         Retrying { future: Pin<Box<Oneshot<S, Request<ReplayBody<B>>>>> },
     }
+}
+
+/// A request waiting for a token, and the service to send it through
+/// (ready for the first attempt; not yet for the retry).
+pub(crate) struct Pending<S, B> {
+    token: Acquire,
+    request: Request<ReplayBody<B>>,
+    service: S,
 }
 
 impl<S, B> ResponseFuture<S, B>
@@ -175,15 +181,18 @@ where
     }
 
     pub(crate) fn authorizing(
-        token: AcquireFuture,
+        token: Acquire,
         request: Request<ReplayBody<B>>,
         service: S,
         retry: Retry<S>,
     ) -> Self {
         Self {
             state: State::Authorizing {
-                token,
-                pending: Some(Box::new((request, service))),
+                pending: Some(Pending {
+                    token,
+                    request,
+                    service,
+                }),
                 retrying: false,
             },
             retry: Some(retry),
@@ -205,15 +214,16 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Authorizing {
-                    token,
-                    pending,
-                    retrying,
-                } => {
-                    let entry = ready!(token.poll_unpin(cx))?;
-                    let (mut request, mut service) = *pending
-                        .take()
+                StateProj::Authorizing { pending, retrying } => {
+                    let waiting = pending
+                        .as_mut()
                         .expect("ResponseFuture polled after completion");
+                    let entry = ready!(waiting.token.poll_unpin(cx))?;
+                    let Pending {
+                        mut request,
+                        mut service,
+                        ..
+                    } = pending.take().expect("checked above");
                     request
                         .headers_mut()
                         .insert(AUTHORIZATION, entry.header.clone());
@@ -309,11 +319,11 @@ where
     );
     drain(response.into_body());
     Ok(State::Authorizing {
-        token: cache.acquire(Reason::Unauthorized),
-        pending: Some(Box::new((
-            retry.parts.into_request(body, retry.handle.origin.as_ref()),
-            retry.handle.service(),
-        ))),
+        pending: Some(Pending {
+            token: cache.acquire(Reason::Unauthorized),
+            request: retry.parts.into_request(body, retry.handle.origin.as_ref()),
+            service: retry.handle.service(),
+        }),
         retrying: true,
     })
 }
