@@ -1,23 +1,28 @@
 //! Replaying a request body for the retry after a `401`.
 //!
-//! The first attempt streams the body as it comes (nothing waits for the
-//! whole body) while a copy of each chunk, a cheap [`Bytes`] clone, is kept in
-//! a buffer shared with the response future. If the API answers `401` and the
+//! A `Full<Bytes>` body (what most clients send) is known whole up front:
+//! its bytes are taken out at once and both attempts send them, one
+//! [`Bytes`] clone apart, with nothing shared. Any other body streams on the
+//! first attempt as it comes (nothing waits for the whole body) while a copy
+//! of each chunk, a cheap [`Bytes`] clone, is kept in a buffer shared with
+//! the response future. If the API answers `401` and the
 //! whole body went out within the cap, the retry sends the kept chunks. A body
 //! that outgrows the cap drops what was kept at once and is not retried, so
 //! the layer never holds more than the cap.
 
 use std::{
+    any::Any,
     collections::VecDeque,
     fmt,
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
-    task::{ready, Context, Poll},
+    task::{ready, Context, Poll, Waker},
 };
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
 use pin_project_lite::pin_project;
 
 /// The default cap on the bytes kept for replay: 64 KiB.
@@ -28,7 +33,9 @@ pin_project! {
     ///
     /// On the first attempt it is the caller's body, streamed as it is (and
     /// copied for a possible retry, up to the cap); on the retry after a `401`
-    /// it is the copy. Its error type is the caller's body's error type.
+    /// it is the copy. A `Full<Bytes>` body within the cap is taken whole
+    /// when the request is called, and both attempts send its bytes. Its
+    /// error type is the caller's body's error type.
     pub struct ReplayBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -40,6 +47,8 @@ pin_project! {
     enum Kind<B> {
         Passthrough { #[pin] body: B },
         Capture { #[pin] body: B, buffer: Arc<Mutex<Buffer>> },
+        // A body known whole, sent from a copy (first attempt and retry).
+        Whole { data: Option<Bytes> },
         // Trailers are rare: boxed, so that every `ReplayBody` (and the
         // request holding it) stays small on the hot path.
         Replay { chunks: VecDeque<Bytes>, trailers: Option<Box<HeaderMap>> },
@@ -90,6 +99,8 @@ impl Chunks {
 pub(crate) enum ReplayHandle {
     /// The body was empty: the retry sends an empty body.
     Empty,
+    /// The body was known whole up front: the retry sends these bytes.
+    Whole(Bytes),
     /// The body is being copied.
     Buffered(Arc<Mutex<Buffer>>),
     /// The body is known to be over the cap.
@@ -108,6 +119,39 @@ impl<B> ReplayBody<B> {
         Self {
             kind: Kind::Replay { chunks, trailers },
         }
+    }
+
+    fn whole(data: Bytes) -> Self {
+        Self {
+            kind: Kind::Whole { data: Some(data) },
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + 'static> ReplayBody<B> {
+    /// [`ReplayBody::capture`], taking a `Full<Bytes>` body's bytes out at
+    /// once instead: no buffer to share, no lock per frame, and a retry
+    /// possible even if the first attempt's body was never read.
+    #[inline]
+    pub(crate) fn capture_known(mut body: B, cap: usize) -> (Self, ReplayHandle) {
+        if !body.is_end_stream() && body.size_hint().lower() <= cap as u64 {
+            if let Some(full) = (&mut body as &mut dyn Any).downcast_mut::<Full<Bytes>>() {
+                // `Full` yields all its data as one frame, at once.
+                let mut cx = Context::from_waker(Waker::noop());
+                match Pin::new(full).poll_frame(&mut cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => return (Self::whole(data.clone()), ReplayHandle::Whole(data)),
+                        // `Full` has no trailers: never taken.
+                        Err(_) => return (Self::whole(Bytes::new()), ReplayHandle::Empty),
+                    },
+                    Poll::Ready(None) => return (Self::whole(Bytes::new()), ReplayHandle::Empty),
+                    Poll::Ready(Some(Err(never))) => match never {},
+                    // Never for `Full`; nothing was taken, so capture as usual.
+                    Poll::Pending => {}
+                }
+            }
+        }
+        Self::capture(body, cap)
     }
 }
 
@@ -145,6 +189,7 @@ impl ReplayHandle {
     pub(crate) fn replay<B>(&self) -> Option<ReplayBody<B>> {
         match self {
             Self::Empty => Some(ReplayBody::replay(VecDeque::new(), None)),
+            Self::Whole(data) => Some(ReplayBody::whole(data.clone())),
             Self::TooLarge => None,
             Self::Buffered(buffer) => {
                 let buffer = buffer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -207,6 +252,7 @@ where
                     .record(&frame, ended);
                 Poll::Ready(frame)
             }
+            KindProj::Whole { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Replay { chunks, trailers } => Poll::Ready(
                 chunks
                     .pop_front()
@@ -220,6 +266,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Passthrough { body } | Kind::Capture { body, .. } => body.is_end_stream(),
+            Kind::Whole { data } => data.is_none(),
             Kind::Replay { chunks, trailers } => chunks.is_empty() && trailers.is_none(),
         }
     }
@@ -227,6 +274,9 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Passthrough { body } | Kind::Capture { body, .. } => body.size_hint(),
+            Kind::Whole { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Kind::Replay { chunks, .. } => {
                 SizeHint::with_exact(chunks.iter().map(|c| c.len() as u64).sum())
             }
@@ -239,6 +289,7 @@ impl<B> fmt::Debug for ReplayBody<B> {
         let kind = match &self.kind {
             Kind::Passthrough { .. } => "passthrough",
             Kind::Capture { .. } => "capture",
+            Kind::Whole { .. } => "whole",
             Kind::Replay { .. } => "replay",
         };
         f.debug_struct("ReplayBody").field("kind", &kind).finish()
@@ -282,6 +333,39 @@ mod tests {
         let again: ReplayBody<Full<Bytes>> = handle.replay().unwrap();
         assert_eq!(again.size_hint().exact(), Some(5));
         assert_eq!(drain(again).await, "hello");
+    }
+
+    #[tokio::test]
+    async fn full_body_is_taken_whole_and_replays_unread() {
+        let (first, handle) =
+            ReplayBody::capture_known(Full::new(Bytes::from_static(b"hello")), 10);
+        assert!(matches!(handle, ReplayHandle::Whole(_)));
+        assert_eq!(first.size_hint().exact(), Some(5));
+        // Dropped unread: the retry still has every byte.
+        drop(first);
+        let again: ReplayBody<Full<Bytes>> = handle.replay().unwrap();
+        assert_eq!(drain(again).await, "hello");
+        let (first, handle) = ReplayBody::capture_known(Full::new(Bytes::from_static(b"hi")), 10);
+        assert_eq!(drain(first).await, "hi");
+        assert_eq!(drain(handle.replay::<Full<Bytes>>().unwrap()).await, "hi");
+    }
+
+    #[tokio::test]
+    async fn full_body_over_the_cap_is_never_taken() {
+        let (first, handle) = ReplayBody::capture_known(Full::new(Bytes::from(vec![7u8; 11])), 10);
+        assert!(matches!(handle, ReplayHandle::TooLarge));
+        assert_eq!(drain(first).await.len(), 11);
+        let (first, handle) = ReplayBody::capture_known(Full::new(Bytes::new()), 10);
+        assert!(matches!(handle, ReplayHandle::Empty));
+        assert!(first.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn other_bodies_known_to_capture_stream_as_usual() {
+        let (first, handle) = ReplayBody::capture_known(stream(&[b"ab", b"cd"]), 10);
+        assert!(matches!(handle, ReplayHandle::Buffered(_)));
+        assert_eq!(drain(first).await, "abcd");
+        assert_eq!(drain(handle.replay::<Empty<Bytes>>().unwrap()).await, "abcd");
     }
 
     #[tokio::test]

@@ -192,7 +192,7 @@ impl<S, B, R> Service<Request<B>> for WokeloAuth<S>
 where
     S: Service<Request<ReplayBody<B>>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + 'static,
     R: Body + Send + 'static,
     R::Data: Send,
 {
@@ -224,7 +224,7 @@ where
         let parts = RetryParts::of(&request, origin == Origin::SpelledAsBase);
         let mut replay = None;
         let mut request = request.map(|body| {
-            let (body, handle) = ReplayBody::capture(body, auth.max_replay_body_bytes);
+            let (body, handle) = ReplayBody::capture_known(body, auth.max_replay_body_bytes);
             replay = Some(handle);
             body
         });
