@@ -365,7 +365,10 @@ mod tests {
         let (first, handle) = ReplayBody::capture_known(stream(&[b"ab", b"cd"]), 10);
         assert!(matches!(handle, ReplayHandle::Buffered(_)));
         assert_eq!(drain(first).await, "abcd");
-        assert_eq!(drain(handle.replay::<Empty<Bytes>>().unwrap()).await, "abcd");
+        assert_eq!(
+            drain(handle.replay::<Empty<Bytes>>().unwrap()).await,
+            "abcd"
+        );
     }
 
     #[tokio::test]

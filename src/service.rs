@@ -222,16 +222,12 @@ where
         }
 
         let parts = RetryParts::of(&request, origin == Origin::SpelledAsBase);
-        let mut replay = None;
-        let mut request = request.map(|body| {
-            let (body, handle) = ReplayBody::capture_known(body, auth.max_replay_body_bytes);
-            replay = Some(handle);
-            body
-        });
-        let replay = replay.expect("the body was wrapped");
+        let (head, body) = request.into_parts();
+        let (body, replay) = ReplayBody::capture_known(body, auth.max_replay_body_bytes);
         let handle = state.handles[thread_slot()].clone();
         match auth.cache.current(&mut self.local) {
             Some((header, generation)) => {
+                let mut request = Request::from_parts(head, body);
                 request.headers_mut().insert(AUTHORIZATION, header);
                 ResponseFuture::called(
                     self.inner.call(request),
@@ -244,8 +240,10 @@ where
                 )
             }
             None => {
-                // The request is sent once a token arrives, through the
-                // service that was driven to readiness; a clone stays.
+                // The request is sent once a token arrives, rebuilt from
+                // `parts`, through the service that was driven to
+                // readiness; a clone stays.
+                drop(head);
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let token = auth.cache.acquire(Reason::Missing);
@@ -255,7 +253,7 @@ where
                     handle,
                     generation: 0,
                 };
-                ResponseFuture::authorizing(token, request, inner, retry)
+                ResponseFuture::authorizing(token, body, inner, retry)
             }
         }
     }
