@@ -114,8 +114,14 @@ impl WokeloAuthBuilder {
         self
     }
 
-    /// The most request-body bytes kept to replay after a `401` (default
-    /// 64 KiB). A larger body is streamed but not retried.
+    /// The most memory kept to replay a request's body after a `401`
+    /// (default 64 KiB). A larger body is streamed but not retried.
+    ///
+    /// The cap counts everything held for the replay: the body's bytes plus
+    /// the layer's bookkeeping, about 120 bytes per request and 64 to 160
+    /// per chunk kept (the chunk list and the record a `Bytes` allocates
+    /// when first shared). A `Full<Bytes>` body is one chunk; a body
+    /// streamed in small chunks gets correspondingly less room.
     pub fn max_replay_body_bytes(mut self, bytes: usize) -> Self {
         self.max_replay_body_bytes = bytes;
         self

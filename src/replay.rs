@@ -25,8 +25,27 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 
-/// The default cap on the bytes kept for replay: 64 KiB.
+/// The default cap on the memory kept to replay one request's body: 64 KiB.
+///
+/// The cap counts what the layer holds for the replay: the body's bytes plus
+/// its own bookkeeping (about 120 bytes per request and 64 to 160 per chunk;
+/// see [`max_replay_body_bytes`](crate::WokeloAuthBuilder::max_replay_body_bytes)),
+/// so the largest body replayed under it is a little under 64 KiB.
 pub const DEFAULT_MAX_REPLAY_BODY_BYTES: usize = 64 * 1024;
+
+/// What each chunk kept costs beyond its bytes: the record `Bytes`
+/// allocates the first time a chunk is shared (24 bytes on 64-bit targets;
+/// counted as 32), and its `Bytes` in the list (`Chunks`).
+const CHUNK_OVERHEAD: usize = 32;
+
+/// What the buffer itself costs: its shared allocation (counts included).
+const BUFFER_OVERHEAD: usize =
+    std::mem::size_of::<Mutex<Buffer>>() + 2 * std::mem::size_of::<usize>();
+
+/// What the layer holds to replay a body known whole (one `Bytes`).
+fn whole_cost(len: usize) -> usize {
+    len.saturating_add(CHUNK_OVERHEAD)
+}
 
 pin_project! {
     /// The request body the wrapped service receives.
@@ -59,7 +78,11 @@ pin_project! {
 #[derive(Debug)]
 pub(crate) struct Buffer {
     chunks: Chunks,
+    /// Body bytes kept.
     len: usize,
+    /// Chunks kept.
+    count: usize,
+    /// The most memory to hold: body bytes and bookkeeping together.
     cap: usize,
     trailers: Option<Box<HeaderMap>>,
     complete: bool,
@@ -134,12 +157,14 @@ impl<B: Body<Data = Bytes> + 'static> ReplayBody<B> {
     /// possible even if the first attempt's body was never read.
     #[inline]
     pub(crate) fn capture_known(mut body: B, cap: usize) -> (Self, ReplayHandle) {
-        if !body.is_end_stream() && body.size_hint().lower() <= cap as u64 {
+        let lower = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+        if !body.is_end_stream() && whole_cost(lower) <= cap {
             if let Some(full) = (&mut body as &mut dyn Any).downcast_mut::<Full<Bytes>>() {
                 // `Full` yields all its data as one frame, at once.
                 let mut cx = Context::from_waker(Waker::noop());
                 match Pin::new(full).poll_frame(&mut cx) {
                     Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        // (The size hint of `Full` is exact: within the cap.)
                         Ok(data) => return (Self::whole(data.clone()), ReplayHandle::Whole(data)),
                         // `Full` has no trailers: never taken.
                         Err(_) => return (Self::whole(Bytes::new()), ReplayHandle::Empty),
@@ -162,12 +187,18 @@ impl<B: Body<Data = Bytes>> ReplayBody<B> {
         if body.is_end_stream() {
             return (Self::passthrough(body), ReplayHandle::Empty);
         }
-        if body.size_hint().lower() > cap as u64 {
+        if body
+            .size_hint()
+            .lower()
+            .saturating_add(BUFFER_OVERHEAD as u64)
+            > cap as u64
+        {
             return (Self::passthrough(body), ReplayHandle::TooLarge);
         }
         let buffer = Arc::new(Mutex::new(Buffer {
             chunks: Chunks::default(),
             len: 0,
+            count: 0,
             cap,
             trailers: None,
             complete: false,
@@ -201,17 +232,39 @@ impl ReplayHandle {
 }
 
 impl Buffer {
+    /// What keeping one more chunk of `len` bytes would hold at its peak:
+    /// the bytes and records of every chunk, the buffer, and the list of
+    /// chunks, counting both lists while it grows.
+    fn cost_with(&self, len: usize) -> (usize, Option<usize>) {
+        let slot = std::mem::size_of::<Bytes>();
+        let rest = &self.chunks.rest;
+        let grow_to = (self.chunks.first.is_some() && rest.len() == rest.capacity())
+            .then(|| (rest.capacity() * 2).max(4));
+        let list = grow_to.map_or(rest.capacity() * slot, |c| (c + rest.capacity()) * slot);
+        let cost = BUFFER_OVERHEAD
+            + list
+            + (self.count + 1) * CHUNK_OVERHEAD
+            + self.len.saturating_add(len);
+        (cost, grow_to)
+    }
+
     fn record<E>(&mut self, frame: &Option<Result<Frame<Bytes>, E>>, ended: bool) {
         match frame {
             Some(Ok(frame)) if !self.abandoned => {
                 if let Some(data) = frame.data_ref() {
-                    if self.len + data.len() > self.cap {
-                        // Over the cap: let go of the copy now.
-                        self.abandoned = true;
-                        self.chunks.clear();
-                    } else {
-                        self.len += data.len();
-                        if !data.is_empty() {
+                    if !data.is_empty() {
+                        let (cost, grow_to) = self.cost_with(data.len());
+                        if cost > self.cap {
+                            // Over the cap: let go of the copy now.
+                            self.abandoned = true;
+                            self.chunks.clear();
+                        } else {
+                            if let Some(capacity) = grow_to {
+                                let rest = &mut self.chunks.rest;
+                                rest.reserve_exact(capacity - rest.len());
+                            }
+                            self.len += data.len();
+                            self.count += 1;
                             self.chunks.push(data.clone());
                         }
                     }
@@ -328,7 +381,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_body_replays_byte_for_byte() {
-        let (first, handle) = ReplayBody::capture(Full::new(Bytes::from_static(b"hello")), 10);
+        let (first, handle) = ReplayBody::capture(Full::new(Bytes::from_static(b"hello")), 1024);
         assert_eq!(drain(first).await, "hello");
         let again: ReplayBody<Full<Bytes>> = handle.replay().unwrap();
         assert_eq!(again.size_hint().exact(), Some(5));
@@ -338,14 +391,14 @@ mod tests {
     #[tokio::test]
     async fn full_body_is_taken_whole_and_replays_unread() {
         let (first, handle) =
-            ReplayBody::capture_known(Full::new(Bytes::from_static(b"hello")), 10);
+            ReplayBody::capture_known(Full::new(Bytes::from_static(b"hello")), 1024);
         assert!(matches!(handle, ReplayHandle::Whole(_)));
         assert_eq!(first.size_hint().exact(), Some(5));
         // Dropped unread: the retry still has every byte.
         drop(first);
         let again: ReplayBody<Full<Bytes>> = handle.replay().unwrap();
         assert_eq!(drain(again).await, "hello");
-        let (first, handle) = ReplayBody::capture_known(Full::new(Bytes::from_static(b"hi")), 10);
+        let (first, handle) = ReplayBody::capture_known(Full::new(Bytes::from_static(b"hi")), 1024);
         assert_eq!(drain(first).await, "hi");
         assert_eq!(drain(handle.replay::<Full<Bytes>>().unwrap()).await, "hi");
     }
@@ -355,14 +408,14 @@ mod tests {
         let (first, handle) = ReplayBody::capture_known(Full::new(Bytes::from(vec![7u8; 11])), 10);
         assert!(matches!(handle, ReplayHandle::TooLarge));
         assert_eq!(drain(first).await.len(), 11);
-        let (first, handle) = ReplayBody::capture_known(Full::new(Bytes::new()), 10);
+        let (first, handle) = ReplayBody::capture_known(Full::new(Bytes::new()), 1024);
         assert!(matches!(handle, ReplayHandle::Empty));
         assert!(first.is_end_stream());
     }
 
     #[tokio::test]
     async fn other_bodies_known_to_capture_stream_as_usual() {
-        let (first, handle) = ReplayBody::capture_known(stream(&[b"ab", b"cd"]), 10);
+        let (first, handle) = ReplayBody::capture_known(stream(&[b"ab", b"cd"]), 1024);
         assert!(matches!(handle, ReplayHandle::Buffered(_)));
         assert_eq!(drain(first).await, "abcd");
         assert_eq!(
@@ -373,7 +426,7 @@ mod tests {
 
     #[tokio::test]
     async fn streamed_chunks_replay_in_order() {
-        let (first, handle) = ReplayBody::capture(stream(&[b"ab", b"", b"cd", b"e"]), 5);
+        let (first, handle) = ReplayBody::capture(stream(&[b"ab", b"", b"cd", b"e"]), 1024);
         assert_eq!(drain(first).await, "abcde");
         let again = handle.replay::<Empty<Bytes>>().unwrap();
         assert_eq!(drain(again).await, "abcde");
@@ -381,14 +434,41 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_cap_is_not_replayable_and_keeps_nothing() {
-        let (first, handle) = ReplayBody::capture(stream(&[b"abc", b"def"]), 5);
-        assert_eq!(drain(first).await, "abcdef");
+        const HUNDRED: &[u8] = &[b'h'; 100];
+        // Room for exactly one chunk and its bookkeeping.
+        let cap = BUFFER_OVERHEAD + CHUNK_OVERHEAD + 100;
+        let (first, handle) = ReplayBody::capture(stream(&[HUNDRED, HUNDRED]), cap);
+        assert_eq!(drain(first).await.len(), 200);
         assert!(handle.replay::<Empty<Bytes>>().is_none());
         let ReplayHandle::Buffered(buffer) = &handle else {
             panic!("expected a buffer")
         };
         let buffer = buffer.lock().unwrap();
         assert!(buffer.abandoned && buffer.chunks.first.is_none() && buffer.chunks.rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn bookkeeping_counts_against_the_cap() {
+        const QUARTER: &[u8] = &[b'q'; 256];
+        // Half the cap and its bookkeeping fit; the whole cap in bytes does
+        // not, once the bookkeeping is added.
+        let (first, handle) = ReplayBody::capture(stream(&[QUARTER; 2]), 1024);
+        assert_eq!(drain(first).await.len(), 512);
+        assert_eq!(
+            drain(handle.replay::<Empty<Bytes>>().unwrap()).await.len(),
+            512
+        );
+        let (first, handle) = ReplayBody::capture(stream(&[QUARTER; 4]), 1024);
+        assert_eq!(
+            drain(first).await.len(),
+            1024,
+            "the first attempt streams it all"
+        );
+        assert!(handle.replay::<Empty<Bytes>>().is_none());
+        // The same for a body known whole.
+        let (_, handle) =
+            ReplayBody::capture_known(Full::new(Bytes::from_static(&[0; 1024])), 1024);
+        assert!(matches!(handle, ReplayHandle::TooLarge));
     }
 
     #[tokio::test]
@@ -399,7 +479,7 @@ mod tests {
 
     #[tokio::test]
     async fn unfinished_body_is_not_replayable() {
-        let (mut first, handle) = ReplayBody::capture(stream(&[b"ab", b"cd"]), 10);
+        let (mut first, handle) = ReplayBody::capture(stream(&[b"ab", b"cd"]), 1024);
         let _ = first.frame().await;
         assert!(handle.replay::<Empty<Bytes>>().is_none());
     }
