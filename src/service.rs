@@ -221,8 +221,8 @@ where
             );
         }
 
-        let parts = RetryParts::of(&request, origin == Origin::SpelledAsBase);
         let (head, body) = request.into_parts();
+        let parts = RetryParts::of(&head, origin == Origin::SpelledAsBase);
         let (body, replay) = ReplayBody::capture_known(body, auth.max_replay_body_bytes);
         let handle = state.handles[thread_slot()].clone();
         match auth.cache.current(&mut self.local) {
