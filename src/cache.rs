@@ -270,7 +270,7 @@ impl TokenCache {
                 return None;
             }
             self.wake(entry, now);
-        } else if entry.timed.load(Ordering::Acquire) {
+        } else if entry.timed.load(Ordering::Acquire) && clock_runs(now) {
             *local = Some(LocalToken {
                 epoch,
                 header: entry.header.clone(),
@@ -799,6 +799,17 @@ impl TokenCache {
     }
 }
 
+/// Whether the clock moves on its own: a second reading differs from `now`.
+///
+/// Not when tokio's clock is paused (tests): `tokio::time::advance` can then
+/// jump past a wake point, and a request right after it would run before the
+/// timer's task; so service clones keep no copy then, and every request
+/// checks the clock. (Nor, harmlessly, on a platform whose clock is too
+/// coarse to move between two readings.)
+fn clock_runs(now: Instant) -> bool {
+    Instant::now() != now
+}
+
 /// Dropped at an entry's wake point by the task [`TokenCache::set_timer`]
 /// spawns, or with that task: marks the entry as having no timer and bumps
 /// the epoch, so that the next request of every service clone checks the
@@ -896,6 +907,77 @@ impl fmt::Debug for TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cache() -> Arc<TokenCache> {
+        Arc::new(TokenCache::new(
+            Box::new(crate::StaticToken::new("t")),
+            None,
+            "key".into(),
+            CacheConfig::default(),
+        ))
+    }
+
+    fn real_time_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_clone_keeps_a_copy_only_while_the_wake_timer_runs() {
+        let cache = cache();
+        let mut local = None;
+        let runtime = real_time_runtime();
+        runtime.block_on(async {
+            cache.acquire(Reason::Missing).await.unwrap();
+            let (header, _) = cache.current(&mut local).unwrap();
+            assert_eq!(header, "Bearer t");
+        });
+        assert!(
+            local.is_some(),
+            "a running clock and a timer: the copy is kept"
+        );
+
+        // The runtime running the timer shuts down: the copy is dropped, and
+        // without a runtime to set a new timer none is kept.
+        drop(runtime);
+        let (header, _) = cache.current(&mut local).unwrap();
+        assert_eq!(header, "Bearer t");
+        assert!(local.is_none());
+        cache.current(&mut local).unwrap();
+        assert!(local.is_none());
+
+        // In a runtime again, a new timer is set and copies are kept again.
+        real_time_runtime().block_on(async {
+            cache.current(&mut local).unwrap();
+            cache.current(&mut local).unwrap();
+            assert!(local.is_some());
+        });
+    }
+
+    #[test]
+    fn an_invalidated_token_is_not_attached_from_a_copy() {
+        let cache = cache();
+        let mut local = None;
+        real_time_runtime().block_on(async {
+            cache.acquire(Reason::Missing).await.unwrap();
+            let (_, generation) = cache.current(&mut local).unwrap();
+            assert!(local.is_some());
+            assert!(cache.invalidate(generation));
+            assert!(cache.current(&mut local).is_none());
+            assert!(local.is_none());
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_copy_is_kept_while_the_clock_is_paused() {
+        let cache = cache();
+        let mut local = None;
+        cache.acquire(Reason::Missing).await.unwrap();
+        cache.current(&mut local).unwrap();
+        assert!(local.is_none());
+    }
 
     #[test]
     fn lifetime_defaults_and_clamps() {

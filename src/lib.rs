@@ -46,7 +46,7 @@
 //! | situation | what the layer does |
 //! |---|---|
 //! | first request | fetches a token; concurrent requests wait for that one fetch |
-//! | token near expiry | one request starts a background refresh; all go on with the valid token |
+//! | token near expiry | one request starts a background refresh; all go on with the valid token (the refresh point is marked by a timer on the runtime, so no request reads the clock before it) |
 //! | token expired | requests wait for one fetch |
 //! | `401` from the API | drops the token if it is still the one sent, gets a new one (one fetch for all), retries once with the body replayed; a second `401` is returned as it is |
 //! | `401`, body over the replay cap | returns the `401`; the token is refreshed for the next request |

@@ -123,6 +123,77 @@ async fn refreshes_ahead_of_expiry_without_making_requests_wait() {
     assert_eq!(last(&seen), "Bearer t2");
 }
 
+/// Sends a request through `service` itself rather than a clone, so that
+/// the token copy the service keeps between requests is what attaches it.
+async fn call_same<S>(service: &mut S) -> Result<(), Error>
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<Empty<Bytes>>, Error = Error>,
+{
+    let request = Request::get(URL).body(Empty::new()).unwrap();
+    service.ready().await?.call(request).await.map(drop)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_reused_without_cloning_notices_the_refresh_point_and_expiry() {
+    let (source, layer) = Source::layer(Duration::from_secs(100), &[], TokenErrorKind::Unavailable);
+    let (mut service, seen) = recorder(&layer);
+    for _ in 0..3 {
+        call_same(&mut service).await.unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(79)).await;
+    call_same(&mut service).await.unwrap();
+    settle().await;
+    assert_eq!((source.calls(), last(&seen)), (1, "Bearer t1".into()));
+
+    // Past the refresh point the kept copy is not used blindly: this request
+    // starts the refresh, and the next one carries the new token.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    call_same(&mut service).await.unwrap();
+    settle().await;
+    assert_eq!(source.calls(), 2);
+    call_same(&mut service).await.unwrap();
+    assert_eq!(last(&seen), "Bearer t2");
+
+    // Long past t2's expiry (it was fetched at 90 s, for 100 s): a new token
+    // before anything is sent.
+    tokio::time::advance(Duration::from_secs(150)).await;
+    call_same(&mut service).await.unwrap();
+    assert_eq!(source.calls(), 3);
+    assert_eq!(last(&seen), "Bearer t3");
+}
+
+#[test]
+fn the_refresh_point_is_still_noticed_after_the_runtime_that_fetched_the_token_shut_down() {
+    let paused = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let (source, layer) = Source::layer(Duration::from_secs(100), &[], TokenErrorKind::Unavailable);
+    let (mut service, seen) = recorder(&layer);
+    // The token, and the timer marking its refresh point, on a runtime that
+    // then shuts down (dropping the timer).
+    let first = paused();
+    first.block_on(call_same(&mut service)).unwrap();
+    drop(first);
+
+    let second = paused();
+    second.block_on(async {
+        for _ in 0..3 {
+            call_same(&mut service).await.unwrap();
+        }
+        assert_eq!((source.calls(), last(&seen)), (1, "Bearer t1".into()));
+        tokio::time::advance(Duration::from_secs(91)).await;
+        call_same(&mut service).await.unwrap();
+        settle().await;
+        assert_eq!(source.calls(), 2, "the refresh point was noticed");
+        call_same(&mut service).await.unwrap();
+        assert_eq!(last(&seen), "Bearer t2");
+    });
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_expired_token_is_never_sent() {
     let (source, layer) = Source::layer(Duration::from_secs(2), &[], TokenErrorKind::Unavailable);
