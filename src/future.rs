@@ -84,40 +84,10 @@ impl RetryParts {
         }
     }
 
-    /// The request for the retry.
     fn into_request<B>(self, body: B, base: Option<&BaseOrigin>) -> Request<B> {
-        let uri = self.uri.into_uri(base);
-        build(
-            self.method,
-            uri,
-            self.version,
-            self.headers,
-            self.extensions,
-            body,
-        )
-    }
-
-    /// The request again, for a first attempt that waited for a token;
-    /// the parts stay for the retry.
-    fn to_request<B>(&self, body: B, base: Option<&BaseOrigin>) -> Request<B> {
-        let uri = match &self.uri {
-            RetryUri::Path(path) => RetryUri::Path(path.clone()),
-            RetryUri::Full(uri) => RetryUri::Full(uri.clone()),
-        };
-        build(
-            self.method.clone(),
-            uri.into_uri(base),
-            self.version,
-            self.headers.iter().cloned(),
-            self.extensions.clone(),
-            body,
-        )
-    }
-}
-
-impl RetryUri {
-    fn into_uri(self, base: Option<&BaseOrigin>) -> Uri {
-        match self {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = match self.uri {
             RetryUri::Full(uri) => *uri,
             RetryUri::Path(path) => {
                 let base = base.expect("only a request spelled as the base keeps just its path");
@@ -127,31 +97,16 @@ impl RetryUri {
                 parts.path_and_query = Some(path);
                 Uri::from_parts(parts).expect("scheme, authority and path make a URI")
             }
+        };
+        *request.version_mut() = self.version;
+        let headers = request.headers_mut();
+        headers.reserve(self.headers.len());
+        for (name, value) in self.headers {
+            headers.append(name, value);
         }
+        *request.extensions_mut() = self.extensions;
+        request
     }
-}
-
-/// A request from its parts, the headers in their order.
-fn build<B>(
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: impl IntoIterator<Item = (HeaderName, HeaderValue), IntoIter: ExactSizeIterator>,
-    extensions: Extensions,
-    body: B,
-) -> Request<B> {
-    let mut request = Request::new(body);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    let headers = headers.into_iter();
-    let map = request.headers_mut();
-    map.reserve(headers.len());
-    for (name, value) in headers {
-        map.append(name, value);
-    }
-    *request.extensions_mut() = extensions;
-    request
 }
 
 /// What the one retry after a `401` needs.
@@ -172,8 +127,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
-        // `None` once retried, or for requests that are never retried. While
-        // a request waits for a token, its parts are here (see `Pending`).
+        // `None` once retried, or for requests that are never retried.
         retry: Option<Retry<S>>,
     }
 }
@@ -200,14 +154,11 @@ pin_project! {
     }
 }
 
-/// A request body waiting for a token, and the service to send the request
-/// through (ready for the first attempt; not yet for the retry). The rest
-/// of the request is rebuilt from the retry's copy of its parts (see
-/// `RetryParts`), so that this state, part of every response future, holds
-/// no second copy of them.
+/// A request waiting for a token, and the service to send it through
+/// (ready for the first attempt; not yet for the retry).
 pub(crate) struct Pending<S, B> {
     token: Acquire,
-    body: ReplayBody<B>,
+    request: Request<ReplayBody<B>>,
     service: S,
 }
 
@@ -233,7 +184,7 @@ where
 
     pub(crate) fn authorizing(
         token: Acquire,
-        body: ReplayBody<B>,
+        request: Request<ReplayBody<B>>,
         service: S,
         retry: Retry<S>,
     ) -> Self {
@@ -241,7 +192,7 @@ where
             state: State::Authorizing {
                 pending: Some(Pending {
                     token,
-                    body,
+                    request,
                     service,
                 }),
                 retrying: false,
@@ -271,24 +222,21 @@ where
                         .expect("ResponseFuture polled after completion");
                     let entry = ready!(waiting.token.poll_unpin(cx))?;
                     let Pending {
-                        body, mut service, ..
+                        mut request,
+                        mut service,
+                        ..
                     } = pending.take().expect("checked above");
-                    const PARTS: &str = "a request waiting for a token keeps its parts";
-                    let header = entry.header.clone();
+                    request
+                        .headers_mut()
+                        .insert(AUTHORIZATION, entry.header.clone());
                     if *retrying {
-                        let retry = this.retry.take().expect(PARTS);
-                        let mut request =
-                            retry.parts.into_request(body, retry.handle.origin.as_ref());
-                        request.headers_mut().insert(AUTHORIZATION, header);
                         this.state.set(State::Retrying {
                             future: Box::pin(Oneshot::new(service, request)),
                         });
                     } else {
-                        let retry = this.retry.as_mut().expect(PARTS);
-                        let mut request =
-                            retry.parts.to_request(body, retry.handle.origin.as_ref());
-                        request.headers_mut().insert(AUTHORIZATION, header);
-                        retry.generation = entry.generation;
+                        if let Some(retry) = this.retry.as_mut() {
+                            retry.generation = entry.generation;
+                        }
                         this.state.set(State::Called {
                             future: service.call(request),
                         });
@@ -299,16 +247,12 @@ where
                     if response.status() != StatusCode::UNAUTHORIZED {
                         return Poll::Ready(Ok(response));
                     }
-                    let Some(retry) = this.retry.as_ref() else {
+                    let Some(retry) = this.retry.take() else {
                         return Poll::Ready(Ok(response));
                     };
                     match after_401(retry, response) {
-                        // The parts stay for the retry's request.
                         Ok(state) => this.state.set(state),
-                        Err(response) => {
-                            *this.retry = None;
-                            return Poll::Ready(Ok(response));
-                        }
+                        Err(response) => return Poll::Ready(Ok(response)),
                     }
                 }
                 StateProj::Retrying { future } => {
@@ -353,7 +297,7 @@ where
 /// the body cannot be replayed. Out of line: the hot path never gets here.
 #[cold]
 #[inline(never)]
-fn after_401<S, B, R>(retry: &Retry<S>, response: Response<R>) -> Result<State<S, B>, Response<R>>
+fn after_401<S, B, R>(retry: Retry<S>, response: Response<R>) -> Result<State<S, B>, Response<R>>
 where
     S: Service<Request<ReplayBody<B>>> + Clone,
     R: Body + Send + 'static,
@@ -379,7 +323,7 @@ where
     Ok(State::Authorizing {
         pending: Some(Pending {
             token: cache.acquire(Reason::Unauthorized),
-            body,
+            request: retry.parts.into_request(body, retry.handle.origin.as_ref()),
             service: retry.handle.service(),
         }),
         retrying: true,

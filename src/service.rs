@@ -224,10 +224,10 @@ where
         let (head, body) = request.into_parts();
         let parts = RetryParts::of(&head, origin == Origin::SpelledAsBase);
         let (body, replay) = ReplayBody::capture_known(body, auth.max_replay_body_bytes);
+        let mut request = Request::from_parts(head, body);
         let handle = state.handles[thread_slot()].clone();
         match auth.cache.current(&mut self.local) {
             Some((header, generation)) => {
-                let mut request = Request::from_parts(head, body);
                 request.headers_mut().insert(AUTHORIZATION, header);
                 ResponseFuture::called(
                     self.inner.call(request),
@@ -240,10 +240,8 @@ where
                 )
             }
             None => {
-                // The request is sent once a token arrives, rebuilt from
-                // `parts`, through the service that was driven to
-                // readiness; a clone stays.
-                drop(head);
+                // The request is sent once a token arrives, through the
+                // service that was driven to readiness; a clone stays.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let token = auth.cache.acquire(Reason::Missing);
@@ -253,7 +251,7 @@ where
                     handle,
                     generation: 0,
                 };
-                ResponseFuture::authorizing(token, body, inner, retry)
+                ResponseFuture::authorizing(token, request, inner, retry)
             }
         }
     }
