@@ -79,6 +79,33 @@ impl<S: Service<R>, R> Service<R> for Clocked<S> {
     }
 }
 
+/// Sends each request through a fresh clone of the service, as
+/// `service.clone().oneshot(request)` does: the clone is driven ready, then
+/// called.
+#[derive(Clone)]
+struct CloneEach<S>(S);
+
+impl<S: Service<R> + Clone, R> Service<R> for CloneEach<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> S::Future {
+        let mut clone = self.0.clone();
+        match clone.poll_ready(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(Ok(())) => clone.call(request),
+            _ => panic!("the inner services here are always ready"),
+        }
+    }
+}
+
 /// The bare service, AddAuthorization and WokeloAuth over the same trivial
 /// inner service, for requests made by `make`.
 fn variants<B>(rt: &tokio::runtime::Runtime, make: fn(&Uri) -> Request<B>) -> Vec<Variant>
@@ -100,14 +127,25 @@ where
     }));
     rt.block_on(check.oneshot(make(&uri))).unwrap();
 
-    let (u1, u2, u3, u4) = (uri.clone(), uri.clone(), uri.clone(), uri);
+    let (u1, u2, u3, u4) = (uri.clone(), uri.clone(), uri.clone(), uri.clone());
+    let (u5, u6) = (uri.clone(), uri);
     vec![
         variant("bare", trivial::<B>(), move || make(&u1)),
         variant("add_authorization", floor.clone(), move || make(&u2)),
-        variant("add_authorization_plus_clock", Clocked(floor), move || {
-            make(&u3)
+        variant(
+            "add_authorization_plus_clock",
+            Clocked(floor.clone()),
+            move || make(&u3),
+        ),
+        variant("wokelo_auth", wokelo.clone(), move || make(&u4)),
+        variant(
+            "add_authorization_clone_each",
+            CloneEach(floor),
+            move || make(&u5),
+        ),
+        variant("wokelo_auth_clone_each", CloneEach(wokelo), move || {
+            make(&u6)
         }),
-        variant("wokelo_auth", wokelo, move || make(&u4)),
     ]
 }
 
@@ -152,6 +190,16 @@ fn main() {
             ),
             s.ratio("wokelo_auth", "add_authorization"),
             Target::AtMost(1.3),
+        );
+        table.row(
+            &format!("{figure}: (for information) a clone of the service per request"),
+            format!("WokeloAuth {}", common::ns(s.ns("wokelo_auth_clone_each"))),
+            format!(
+                "AddAuthorization {}",
+                common::ns(s.ns("add_authorization_clone_each"))
+            ),
+            s.ratio("wokelo_auth_clone_each", "add_authorization_clone_each"),
+            Target::None,
         );
         table.row(
             &format!("{figure}: reference, one clock read"),
