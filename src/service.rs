@@ -159,6 +159,9 @@ impl<S> WokeloAuth<S> {
     }
 
     /// The wrapped service, mutably.
+    ///
+    /// The retry after a `401` goes through a clone of the service made when
+    /// the layer was applied, which changes made here do not reach.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
