@@ -163,6 +163,9 @@ pub(crate) struct TokenCache {
     store_down: AtomicBool,
     /// A comparison with the store is running.
     syncing: AtomicBool,
+    /// The timer task of the entry stored last (see [`TokenCache::set_timer`]),
+    /// aborted when another replaces it, so that no timers pile up.
+    timer: Mutex<Option<tokio::task::AbortHandle>>,
     config: CacheConfig,
 }
 
@@ -225,6 +228,7 @@ impl TokenCache {
             store_key,
             store_down: AtomicBool::new(false),
             syncing: AtomicBool::new(false),
+            timer: Mutex::new(None),
             config,
         }
     }
@@ -320,10 +324,18 @@ impl TokenCache {
             cache: Arc::downgrade(self),
             entry: Arc::downgrade(entry),
         };
-        runtime.spawn(async move {
+        let task = runtime.spawn(async move {
             tokio::time::sleep_until(wake_at).await;
             drop(expired);
         });
+        let previous = self
+            .timer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(task.abort_handle());
+        if let Some(previous) = previous {
+            previous.abort();
+        }
     }
 
     fn valid_entry(&self, now: Instant) -> Option<Arc<Entry>> {
@@ -980,6 +992,24 @@ mod tests {
             assert!(cache.current(&mut local).is_none());
             assert!(!has_copy(&local));
         });
+    }
+
+    #[test]
+    fn a_new_token_cancels_the_previous_tokens_timer() {
+        let cache = cache();
+        let runtime = real_time_runtime();
+        runtime.block_on(async {
+            for _ in 0..20 {
+                let entry = cache.acquire(Reason::Missing).await.unwrap();
+                cache.invalidate(entry.generation);
+            }
+            cache.acquire(Reason::Missing).await.unwrap();
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        });
+        // The fetch tasks have ended; of 21 timers, the last one is left.
+        assert_eq!(runtime.metrics().num_alive_tasks(), 1);
     }
 
     #[tokio::test(start_paused = true)]
