@@ -34,7 +34,7 @@ use tower::{Layer, Service, ServiceExt};
 use tower_http::auth::AddAuthorizationLayer;
 use wokelo_auth::{ReplayBody, DEFAULT_MAX_REPLAY_BODY_BYTES};
 
-use common::{send_now, trivial, Table, Target, TOKEN};
+use common::{get, post, send_now, trivial, Table, Target, TOKEN};
 
 /// The system allocator, counting.
 struct Counting;
@@ -110,19 +110,6 @@ where
         black_box(send_now(service, make()));
     }
     (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / n as f64
-}
-
-fn get(uri: &Uri) -> Request<Empty<Bytes>> {
-    let mut request = Request::new(Empty::new());
-    *request.uri_mut() = uri.clone();
-    request
-}
-
-fn post(uri: &Uri) -> Request<Full<Bytes>> {
-    let mut request = Request::new(Full::new(Bytes::from_static(&common::KIB)));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = uri.clone();
-    request
 }
 
 /// A JSON POST as an SDK builds it: two headers made from `&str` (so each

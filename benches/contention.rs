@@ -9,30 +9,19 @@
 
 mod common;
 
-use std::{
-    convert::Infallible,
-    hint::black_box,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{convert::Infallible, hint::black_box, sync::Arc};
 
 use bytes::Bytes;
-use http::{header::AUTHORIZATION, Request, Response, Uri};
+use http::{header::AUTHORIZATION, Request, Response};
 use http_body_util::Empty;
-use tokio::{runtime::Runtime, task::JoinSet};
+use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
 use tower_http::auth::AddAuthorizationLayer;
 use wokelo_auth::ReplayBody;
 
-use common::{trivial, SideBySide, Table, Target, Variant, TOKEN};
+use common::{get, trivial, SideBySide, Table, Target, Variant, TOKEN};
 
 const TASKS: u64 = 64;
-
-fn get(uri: &Uri) -> Request<Empty<Bytes>> {
-    let mut request = Request::new(Empty::new());
-    *request.uri_mut() = uri.clone();
-    request
-}
 
 /// `n` requests through clones of `service`, spread over [`TASKS`] tasks;
 /// the time is scaled to exactly `n` requests.
@@ -44,32 +33,15 @@ where
 {
     let uri = common::api_uri();
     Variant::new(name, move |n| {
-        let per_task = n.div_ceil(TASKS).max(1);
-        let elapsed = rt.block_on(async {
-            let start = Instant::now();
-            let mut tasks = JoinSet::new();
-            for _ in 0..TASKS {
-                let mut service = service.clone();
-                let uri = uri.clone();
-                tasks.spawn(async move {
-                    for _ in 0..per_task {
-                        let response = service
-                            .ready()
-                            .await
-                            .unwrap()
-                            .call(get(&uri))
-                            .await
-                            .unwrap();
-                        black_box(response);
-                    }
-                });
+        common::time_lanes(&rt, TASKS, n, |share| {
+            let mut service = service.clone();
+            let uri = uri.clone();
+            async move {
+                for _ in 0..share {
+                    black_box(common::send(&mut service, get(&uri)).await);
+                }
             }
-            while let Some(done) = tasks.join_next().await {
-                done.unwrap();
-            }
-            start.elapsed()
-        });
-        Duration::from_secs_f64(elapsed.as_secs_f64() * n as f64 / (per_task * TASKS) as f64)
+        })
     })
 }
 

@@ -15,27 +15,14 @@ mod common;
 use std::{convert::Infallible, fmt::Debug, hint::black_box, time::Instant};
 
 use bytes::Bytes;
-use http::{header::AUTHORIZATION, Method, Request, Response, Uri};
+use http::{header::AUTHORIZATION, Request, Response, Uri};
 use http_body::Body;
-use http_body_util::{Empty, Full};
+use http_body_util::Empty;
 use tower::{Layer, Service, ServiceExt};
 use tower_http::auth::AddAuthorizationLayer;
 use wokelo_auth::ReplayBody;
 
-use common::{send_now, trivial, SideBySide, Table, Target, Variant, TOKEN};
-
-fn get(uri: &Uri) -> Request<Empty<Bytes>> {
-    let mut request = Request::new(Empty::new());
-    *request.uri_mut() = uri.clone();
-    request
-}
-
-fn post(uri: &Uri) -> Request<Full<Bytes>> {
-    let mut request = Request::new(Full::new(Bytes::from_static(&common::KIB)));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = uri.clone();
-    request
-}
+use common::{get, post, send_now, trivial, SideBySide, Table, Target, Variant, TOKEN};
 
 /// A variant sending `make()` requests through `service`, one at a time.
 fn variant<S, B>(

@@ -43,7 +43,7 @@ use wokelo_auth::{
     Credentials, PasswordGrant, ReplayBody, WokeloAuthLayer,
 };
 
-use common::{median, Table, Target};
+use common::{get, median, Table, Target};
 
 const TOKEN_LATENCY: Duration = Duration::from_millis(50);
 
@@ -51,12 +51,6 @@ fn credentials(server: &MockServer) -> Credentials {
     let c = server.config();
     Credentials::new(&c.client_id, &c.client_secret, &c.username, &c.password)
         .with_base_url(server.base_url().parse().unwrap())
-}
-
-fn get(uri: &Uri) -> Request<Empty<Bytes>> {
-    let mut request = Request::new(Empty::new());
-    *request.uri_mut() = uri.clone();
-    request
 }
 
 /// How the concurrent requests of a stampede are driven.

@@ -17,7 +17,6 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -28,12 +27,12 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioIo},
 };
-use tokio::{net::TcpListener, runtime::Runtime, task::JoinSet};
-use tower::{Layer, Service, ServiceExt};
+use tokio::{net::TcpListener, runtime::Runtime};
+use tower::{Layer, Service};
 use tower_http::auth::AddAuthorizationLayer;
 use wokelo_auth::{ApiBase, ReplayBody};
 
-use common::{SideBySide, Table, Target, Variant, TOKEN};
+use common::{get, SideBySide, Table, Target, Variant, TOKEN};
 
 const IN_FLIGHT: u64 = 16;
 
@@ -80,12 +79,6 @@ fn start_server(seen: Arc<Seen>) -> std::net::SocketAddr {
     addr
 }
 
-fn get(uri: &Uri) -> Request<Empty<Bytes>> {
-    let mut request = Request::new(Empty::new());
-    *request.uri_mut() = uri.clone();
-    request
-}
-
 fn client<B>() -> Client<HttpConnector, B>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -110,33 +103,17 @@ where
     R::Error: std::fmt::Debug,
 {
     Variant::new(name, move |n| {
-        let per_lane = n.div_ceil(IN_FLIGHT).max(1);
-        let elapsed = rt.block_on(async {
-            let start = Instant::now();
-            let mut lanes = JoinSet::new();
-            for _ in 0..IN_FLIGHT {
-                let mut service = service.clone();
-                let uri = uri.clone();
-                lanes.spawn(async move {
-                    for _ in 0..per_lane {
-                        let response = service
-                            .ready()
-                            .await
-                            .unwrap()
-                            .call(get(&uri))
-                            .await
-                            .unwrap();
-                        assert_eq!(response.status(), 200);
-                        response.into_body().collect().await.unwrap();
-                    }
-                });
+        common::time_lanes(&rt, IN_FLIGHT, n, |share| {
+            let mut service = service.clone();
+            let uri = uri.clone();
+            async move {
+                for _ in 0..share {
+                    let response = common::send(&mut service, get(&uri)).await;
+                    assert_eq!(response.status(), 200);
+                    response.into_body().collect().await.unwrap();
+                }
             }
-            while let Some(done) = lanes.join_next().await {
-                done.unwrap();
-            }
-            start.elapsed()
-        });
-        Duration::from_secs_f64(elapsed.as_secs_f64() * n as f64 / (per_lane * IN_FLIGHT) as f64)
+        })
     })
 }
 

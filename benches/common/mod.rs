@@ -15,8 +15,9 @@ use std::{
 
 use bytes::Bytes;
 use criterion::Criterion;
-use http::{Request, Response, Uri};
-use http_body_util::Empty;
+use http::{Method, Request, Response, Uri};
+use http_body_util::{Empty, Full};
+use tokio::{runtime::Runtime, task::JoinSet};
 use tower::Service;
 use wokelo_auth::{Token, WokeloAuthBuilder, WokeloAuthLayer, MAX_LIFETIME};
 
@@ -106,6 +107,56 @@ pub fn trivial<B>() -> impl Service<
         black_box(request);
         std::future::ready(Ok(Response::new(Empty::new())))
     })
+}
+
+/// `GET uri`, empty body.
+pub fn get(uri: &Uri) -> Request<Empty<Bytes>> {
+    let mut request = Request::new(Empty::new());
+    *request.uri_mut() = uri.clone();
+    request
+}
+
+/// `POST uri` with a static 1 KiB body.
+pub fn post(uri: &Uri) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(Bytes::from_static(&KIB)));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri.clone();
+    request
+}
+
+/// Drives `service` ready and sends `request` through it; panics on error.
+pub async fn send<S, B>(service: &mut S, request: Request<B>) -> S::Response
+where
+    S: Service<Request<B>>,
+    S::Error: Debug,
+{
+    std::future::poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .expect("the service is ready");
+    service.call(request).await.expect("the request succeeds")
+}
+
+/// Times `n` requests sent by `lanes` spawned tasks, each running
+/// `lane(its share)`, on `rt`; returns the time scaled to exactly `n`
+/// requests (the shares are rounded up).
+pub fn time_lanes<F, Fut>(rt: &Runtime, lanes: u64, n: u64, lane: F) -> Duration
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let share = n.div_ceil(lanes).max(1);
+    let elapsed = rt.block_on(async {
+        let start = std::time::Instant::now();
+        let mut tasks = JoinSet::new();
+        for _ in 0..lanes {
+            tasks.spawn(lane(share));
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        start.elapsed()
+    });
+    Duration::from_secs_f64(elapsed.as_secs_f64() * n as f64 / (share * lanes) as f64)
 }
 
 /// The request line every hot-path request uses (cloning it does not
