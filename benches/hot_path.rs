@@ -22,7 +22,7 @@ use tower::{Layer, Service, ServiceExt};
 use tower_http::auth::AddAuthorizationLayer;
 use wokelo_auth::ReplayBody;
 
-use common::{get, post, send_now, trivial, SideBySide, Table, Target, Variant, TOKEN};
+use common::{get, post, send_now, trivial, KeepCopy, SideBySide, Table, Target, Variant, TOKEN};
 
 /// A variant sending `make()` requests through `service`, one at a time.
 fn variant<S, B>(
@@ -97,7 +97,7 @@ impl<S: Service<R> + Clone, R> Service<R> for CloneEach<S> {
 /// inner service, for requests made by `make`.
 fn variants<B>(rt: &tokio::runtime::Runtime, make: fn(&Uri) -> Request<B>) -> Vec<Variant>
 where
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Clone + Send + 'static,
 {
     let uri = common::api_uri();
     let floor = AddAuthorizationLayer::bearer(TOKEN)
@@ -115,7 +115,7 @@ where
     rt.block_on(check.oneshot(make(&uri))).unwrap();
 
     let (u1, u2, u3, u4) = (uri.clone(), uri.clone(), uri.clone(), uri.clone());
-    let (u5, u6) = (uri.clone(), uri);
+    let (u5, u6, u7) = (uri.clone(), uri.clone(), uri);
     vec![
         variant("bare", trivial::<B>(), move || make(&u1)),
         variant("add_authorization", floor.clone(), move || make(&u2)),
@@ -125,6 +125,11 @@ where
             move || make(&u3),
         ),
         variant("wokelo_auth", wokelo.clone(), move || make(&u4)),
+        variant(
+            "add_authorization_plus_copy",
+            KeepCopy(floor.clone()),
+            move || make(&u7),
+        ),
         variant(
             "add_authorization_clone_each",
             CloneEach(floor),
@@ -186,6 +191,16 @@ fn main() {
                 common::ns(s.ns("add_authorization_clone_each"))
             ),
             s.ratio("wokelo_auth_clone_each", "add_authorization_clone_each"),
+            Target::None,
+        );
+        table.row(
+            &format!("{figure}: reference, the least a retrying layer keeps"),
+            format!(
+                "AddAuthorization + a retry copy {}",
+                common::ns(s.ns("add_authorization_plus_copy"))
+            ),
+            format!("AddAuthorization {}", common::ns(s.ns("add_authorization"))),
+            s.ratio("add_authorization_plus_copy", "add_authorization"),
             Target::None,
         );
         table.row(

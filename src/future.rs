@@ -145,7 +145,7 @@ pin_project! {
         // took 1.19x the tokio floor boxed, 1.11x inline) than the room costs
         // on the hot path (no difference measured).
         Authorizing {
-            pending: Option<Pending<S, B>>,
+            pending: Option<Box<Pending<S, B>>>,
             retrying: bool,
         },
         Called { #[pin] future: S::Future },
@@ -190,11 +190,11 @@ where
     ) -> Self {
         Self {
             state: State::Authorizing {
-                pending: Some(Pending {
+                pending: Some(Box::new(Pending {
                     token,
                     request,
                     service,
-                }),
+                })),
                 retrying: false,
             },
             retry: Some(retry),
@@ -211,58 +211,126 @@ where
 {
     type Output = Result<Response<R>, Error>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Authorizing { pending, retrying } => {
-                    let waiting = pending
-                        .as_mut()
-                        .expect("ResponseFuture polled after completion");
-                    let entry = ready!(waiting.token.poll_unpin(cx))?;
-                    let Pending {
-                        mut request,
-                        mut service,
-                        ..
-                    } = pending.take().expect("checked above");
-                    request
-                        .headers_mut()
-                        .insert(AUTHORIZATION, entry.header.clone());
-                    if *retrying {
-                        this.state.set(State::Retrying {
-                            future: Box::pin(Oneshot::new(service, request)),
-                        });
-                    } else {
-                        if let Some(retry) = this.retry.as_mut() {
-                            retry.generation = entry.generation;
-                        }
-                        this.state.set(State::Called {
-                            future: service.call(request),
-                        });
+        // The hot path, inline: the request went out, the answer is not a
+        // `401`.
+        if let StateProj::Called { future } = this.state.as_mut().project() {
+            let response = ready!(future.poll(cx)).map_err(|e| Error::Service(e.into()))?;
+            if response.status() != StatusCode::UNAUTHORIZED {
+                return Poll::Ready(Ok(response));
+            }
+            return unauthorized(this.state, this.retry, response, cx);
+        }
+        drive(this.state, this.retry, cx)
+    }
+}
+
+/// After a `401` to the first attempt: the retry, if there is one.
+#[cold]
+#[inline(never)]
+fn unauthorized<S, B, R>(
+    mut state: Pin<&mut State<S, B>>,
+    retry: &mut Option<Retry<S>>,
+    response: Response<R>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<R>, Error>>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    R: Body + Send + 'static,
+    R::Data: Send,
+{
+    match answered(state.as_mut(), retry, response) {
+        Some(response) => Poll::Ready(Ok(response)),
+        None => drive(state, retry, cx),
+    }
+}
+
+/// Drives the future through its other states: waiting for a token, the
+/// first attempt after it, the retry. Out of line, off the hot path.
+#[inline(never)]
+fn drive<S, B, R>(
+    mut state: Pin<&mut State<S, B>>,
+    retry: &mut Option<Retry<S>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<R>, Error>>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    R: Body + Send + 'static,
+    R::Data: Send,
+{
+    loop {
+        match state.as_mut().project() {
+            StateProj::Authorizing { pending, retrying } => {
+                let waiting = pending
+                    .as_mut()
+                    .expect("ResponseFuture polled after completion");
+                let entry = ready!(waiting.token.poll_unpin(cx))?;
+                let Pending {
+                    mut request,
+                    mut service,
+                    ..
+                } = *pending.take().expect("checked above");
+                request
+                    .headers_mut()
+                    .insert(AUTHORIZATION, entry.header.clone());
+                if *retrying {
+                    state.set(State::Retrying {
+                        future: Box::pin(Oneshot::new(service, request)),
+                    });
+                } else {
+                    if let Some(retry) = retry.as_mut() {
+                        retry.generation = entry.generation;
                     }
-                }
-                StateProj::Called { future } => {
-                    let response = ready!(future.poll(cx)).map_err(|e| Error::Service(e.into()))?;
-                    if response.status() != StatusCode::UNAUTHORIZED {
-                        return Poll::Ready(Ok(response));
-                    }
-                    let Some(retry) = this.retry.take() else {
-                        return Poll::Ready(Ok(response));
-                    };
-                    match after_401(retry, response) {
-                        Ok(state) => this.state.set(state),
-                        Err(response) => return Poll::Ready(Ok(response)),
-                    }
-                }
-                StateProj::Retrying { future } => {
-                    return future
-                        .as_mut()
-                        .poll(cx)
-                        .map_err(|e| Error::Service(e.into()));
+                    state.set(State::Called {
+                        future: service.call(request),
+                    });
                 }
             }
+            StateProj::Called { future } => {
+                let response = ready!(future.poll(cx)).map_err(|e| Error::Service(e.into()))?;
+                if let Some(response) = answered(state.as_mut(), retry, response) {
+                    return Poll::Ready(Ok(response));
+                }
+            }
+            StateProj::Retrying { future } => {
+                return future
+                    .as_mut()
+                    .poll(cx)
+                    .map_err(|e| Error::Service(e.into()));
+            }
         }
+    }
+}
+
+/// What an answer leads to: `Some` to return it; `None` after a `401` that
+/// is retried, with `state` moved on to the retry.
+fn answered<S, B, R>(
+    mut state: Pin<&mut State<S, B>>,
+    retry: &mut Option<Retry<S>>,
+    response: Response<R>,
+) -> Option<Response<R>>
+where
+    S: Service<Request<ReplayBody<B>>> + Clone,
+    R: Body + Send + 'static,
+    R::Data: Send,
+{
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return Some(response);
+    }
+    let Some(taken) = retry.take() else {
+        // Already retried, or never to be.
+        return Some(response);
+    };
+    match after_401(taken, response) {
+        Ok(next) => {
+            state.set(next);
+            None
+        }
+        Err(response) => Some(response),
     }
 }
 
@@ -321,11 +389,11 @@ where
     );
     drain(response.into_body());
     Ok(State::Authorizing {
-        pending: Some(Pending {
+        pending: Some(Box::new(Pending {
             token: cache.acquire(Reason::Unauthorized),
             request: retry.parts.into_request(body, retry.handle.origin.as_ref()),
             service: retry.handle.service(),
-        }),
+        })),
         retrying: true,
     })
 }

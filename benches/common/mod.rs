@@ -414,3 +414,66 @@ pub fn ns(v: f64) -> String {
         format!("{v:.1} ns/req")
     }
 }
+
+/// AddAuthorization plus the least a layer that retries must keep for the
+/// retry: a copy of the method, path, version, extensions and body, held
+/// until the response comes and then dropped. A floor for any retrying
+/// layer, whatever its design.
+#[derive(Clone)]
+pub struct KeepCopy<S>(pub S);
+
+type Copy<B> = (
+    Method,
+    Option<http::uri::PathAndQuery>,
+    http::Version,
+    http::Extensions,
+    B,
+);
+
+impl<S, B> Service<Request<B>> for KeepCopy<S>
+where
+    S: Service<Request<B>>,
+    B: Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Held<S::Future, Copy<B>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let copy = (
+            request.method().clone(),
+            request.uri().path_and_query().cloned(),
+            request.version(),
+            request.extensions().clone(),
+            request.body().clone(),
+        );
+        Held {
+            future: self.0.call(request),
+            copy: Some(copy),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`KeepCopy`]: holds the copy until the response.
+    pub struct Held<F, C> {
+        #[pin]
+        future: F,
+        copy: Option<C>,
+    }
+}
+
+impl<F: Future, C> Future for Held<F, C> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.future.poll(cx));
+        black_box(this.copy.take());
+        Poll::Ready(output)
+    }
+}
