@@ -22,7 +22,9 @@ use tower::{Layer, Service, ServiceExt};
 use tower_http::auth::AddAuthorizationLayer;
 use wokelo_auth::ReplayBody;
 
-use common::{get, post, send_now, trivial, KeepCopy, SideBySide, Table, Target, Variant, TOKEN};
+use common::{
+    get, post, send_now, trivial, KeepCopy, Rewrap, SideBySide, Table, Target, Variant, TOKEN,
+};
 
 /// A variant sending `make()` requests through `service`, one at a time.
 fn variant<S, B>(
@@ -115,7 +117,14 @@ where
     rt.block_on(check.oneshot(make(&uri))).unwrap();
 
     let (u1, u2, u3, u4) = (uri.clone(), uri.clone(), uri.clone(), uri.clone());
-    let (u5, u6, u7) = (uri.clone(), uri.clone(), uri);
+    let (u5, u6, u7, u8) = (uri.clone(), uri.clone(), uri.clone(), uri);
+    let rewrapped = KeepCopy(Rewrap(
+        AddAuthorizationLayer::bearer(TOKEN)
+            .as_sensitive(true)
+            .layer(trivial::<
+                http_body_util::Either<B, http_body_util::Full<Bytes>>,
+            >()),
+    ));
     vec![
         variant("bare", trivial::<B>(), move || make(&u1)),
         variant("add_authorization", floor.clone(), move || make(&u2)),
@@ -129,6 +138,11 @@ where
             "add_authorization_plus_copy",
             KeepCopy(floor.clone()),
             move || make(&u7),
+        ),
+        variant(
+            "add_authorization_plus_copy_and_wrap",
+            rewrapped,
+            move || make(&u8),
         ),
         variant(
             "add_authorization_clone_each",
@@ -201,6 +215,16 @@ fn main() {
             ),
             format!("AddAuthorization {}", common::ns(s.ns("add_authorization"))),
             s.ratio("add_authorization_plus_copy", "add_authorization"),
+            Target::None,
+        );
+        table.row(
+            &format!("{figure}: reference, the least a layer replaying any body type does"),
+            format!(
+                "AddAuthorization + a retry copy + the request rebuilt around a wrapping body {}",
+                common::ns(s.ns("add_authorization_plus_copy_and_wrap"))
+            ),
+            format!("AddAuthorization {}", common::ns(s.ns("add_authorization"))),
+            s.ratio("add_authorization_plus_copy_and_wrap", "add_authorization"),
             Target::None,
         );
         table.row(

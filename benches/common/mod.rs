@@ -477,3 +477,27 @@ impl<F: Future, C> Future for Held<F, C> {
         Poll::Ready(output)
     }
 }
+
+/// Rebuilds each request around a body type that could also carry a
+/// replay (`Either<B, Full<Bytes>>`), as a layer must that replays any body
+/// type: with [`KeepCopy`], the least a layer meeting the crate's replay
+/// requirement does per request.
+#[derive(Clone)]
+pub struct Rewrap<S>(pub S);
+
+impl<S, B> Service<Request<B>> for Rewrap<S>
+where
+    S: Service<Request<http_body_util::Either<B, Full<Bytes>>>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        self.0.call(request.map(http_body_util::Either::Left))
+    }
+}
