@@ -23,7 +23,8 @@ use tower_http::auth::AddAuthorizationLayer;
 use wokelo_auth::ReplayBody;
 
 use common::{
-    get, post, send_now, trivial, KeepCopy, Rewrap, SideBySide, Table, Target, Variant, TOKEN,
+    get, post, send_now, trivial, KeepCopy, Rewrap, SideBySide, Sketch, Table, Target, Variant,
+    TOKEN,
 };
 
 /// A variant sending `make()` requests through `service`, one at a time.
@@ -117,7 +118,14 @@ where
     rt.block_on(check.oneshot(make(&uri))).unwrap();
 
     let (u1, u2, u3, u4) = (uri.clone(), uri.clone(), uri.clone(), uri.clone());
-    let (u5, u6, u7, u8) = (uri.clone(), uri.clone(), uri.clone(), uri);
+    let (u5, u6, u7, u8, u9) = (uri.clone(), uri.clone(), uri.clone(), uri.clone(), uri);
+    let sketch = Sketch {
+        inner: trivial::<http_body_util::Either<B, http_body_util::Full<Bytes>>>(),
+        authority: common::API_AUTHORITY,
+        header: http::HeaderValue::from_str(&common::bearer()).unwrap(),
+        epoch: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(7)),
+        handle: std::sync::Arc::new(()),
+    };
     let rewrapped = KeepCopy(Rewrap(
         AddAuthorizationLayer::bearer(TOKEN)
             .as_sensitive(true)
@@ -144,6 +152,7 @@ where
             rewrapped,
             move || make(&u8),
         ),
+        variant("sketch", sketch, move || make(&u9)),
         variant(
             "add_authorization_clone_each",
             CloneEach(floor),
@@ -225,6 +234,13 @@ fn main() {
             ),
             format!("AddAuthorization {}", common::ns(s.ns("add_authorization"))),
             s.ratio("add_authorization_plus_copy_and_wrap", "add_authorization"),
+            Target::None,
+        );
+        table.row(
+            &format!("{figure}: reference, a sketch of the least a layer meeting the requirements does"),
+            format!("sketch {}", common::ns(s.ns("sketch"))),
+            format!("AddAuthorization {}", common::ns(s.ns("add_authorization"))),
+            s.ratio("sketch", "add_authorization"),
             Target::None,
         );
         table.row(
