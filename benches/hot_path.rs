@@ -119,13 +119,9 @@ where
 
     let (u1, u2, u3, u4) = (uri.clone(), uri.clone(), uri.clone(), uri.clone());
     let (u5, u6, u7, u8, u9) = (uri.clone(), uri.clone(), uri.clone(), uri.clone(), uri);
-    let sketch = Sketch {
-        inner: trivial::<http_body_util::Either<B, http_body_util::Full<Bytes>>>(),
-        authority: common::API_AUTHORITY,
-        header: http::HeaderValue::from_str(&common::bearer()).unwrap(),
-        epoch: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(7)),
-        handle: std::sync::Arc::new(()),
-    };
+    let sketch = Sketch::new(trivial::<
+        http_body_util::Either<B, http_body_util::Full<Bytes>>,
+    >());
     let rewrapped = KeepCopy(Rewrap(
         AddAuthorizationLayer::bearer(TOKEN)
             .as_sensitive(true)
@@ -237,7 +233,9 @@ fn main() {
             Target::None,
         );
         table.row(
-            &format!("{figure}: reference, a sketch of the least a layer meeting the requirements does"),
+            &format!(
+                "{figure}: reference, a sketch of the least a layer meeting the requirements does"
+            ),
             format!("sketch {}", common::ns(s.ns("sketch"))),
             format!("AddAuthorization {}", common::ns(s.ns("add_authorization"))),
             s.ratio("sketch", "add_authorization"),

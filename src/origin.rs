@@ -76,11 +76,13 @@ impl ApiBase {
     }
 
     /// The base URL, without a trailing slash.
+    #[inline]
     pub fn as_str(&self) -> &str {
         &self.url
     }
 
     /// Whether the scheme is `https`.
+    #[inline]
     pub fn is_https(&self) -> bool {
         self.https
     }

@@ -2,7 +2,7 @@
 
 use std::{
     fmt,
-    ops::{Deref, Range},
+    ops::Deref,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
@@ -45,9 +45,10 @@ pub struct WokeloAuth<S> {
 /// What the clones of one service share.
 struct ServiceState<S> {
     auth: Arc<Auth>,
-    /// Where the authority is in `auth.base.as_str()`, for the fast path of
-    /// the origin check (see [`api_origin`]).
-    authority: Range<usize>,
+    /// The API base's authority as spelled in its URL, for the fast path of
+    /// the origin check (see [`api_origin`]); empty if the base has none
+    /// (never, for a valid base), which no request's authority is.
+    authority: Box<str>,
     /// Handles on what the retry needs, one per thread slot.
     handles: Box<[Arc<RetryHandle<S>>]>,
 }
@@ -125,9 +126,11 @@ impl<S: Clone> WokeloAuth<S> {
                 authority: uri.authority()?.clone(),
             })
         });
-        // Without the base's parts (never, for a valid base), no request is
-        // taken as spelled like it: an empty range matches no authority.
-        let authority = if origin.is_some() { start..end } else { 0..0 };
+        let authority = if origin.is_some() {
+            base[start..end].into()
+        } else {
+            Box::default()
+        };
         let shared = Arc::new(RetryShared {
             cache: auth.cache.clone(),
             origin,
@@ -275,10 +278,9 @@ enum Origin {
 /// fast path for the common case of a request whose scheme and authority
 /// are spelled as in the base URL (then host and port are equal, so the
 /// full check would agree), which skips parsing host and port.
-/// `base_authority` is where the authority is in `base.as_str()`
-/// (`scheme://authority[/path]`).
+/// `base_authority` is the base's authority as spelled in its URL.
 #[inline(always)]
-fn api_origin(base: &ApiBase, base_authority: &Range<usize>, uri: &Uri) -> Origin {
+fn api_origin(base: &ApiBase, base_authority: &str, uri: &Uri) -> Origin {
     let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
         // A relative URI has no origin.
         return Origin::Other;
@@ -290,9 +292,7 @@ fn api_origin(base: &ApiBase, base_authority: &Range<usize>, uri: &Uri) -> Origi
     } else {
         scheme.as_str() == "http"
     };
-    let authority = authority.as_str().as_bytes();
-    let base_authority = &base.as_str().as_bytes()[base_authority.clone()];
-    if scheme_matches && authority == base_authority {
+    if scheme_matches && authority.as_str() == base_authority {
         return Origin::SpelledAsBase;
     }
     if same_origin(base, uri) {

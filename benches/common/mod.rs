@@ -527,6 +527,19 @@ pub struct Sketch<S> {
     pub handle: std::sync::Arc<()>,
 }
 
+impl<S> Sketch<S> {
+    /// Over `inner`, for requests to [`API_URL`], attaching [`TOKEN`].
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            authority: API_AUTHORITY,
+            header: http::HeaderValue::from_str(&bearer()).unwrap(),
+            epoch: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(7)),
+            handle: std::sync::Arc::new(()),
+        }
+    }
+}
+
 type SketchCopy<B> = (Copy<B>, std::sync::Arc<()>, u64);
 
 impl<S, B, R> Service<Request<B>> for Sketch<S>
@@ -545,9 +558,14 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let uri = request.uri();
         let ours = uri.scheme().is_some_and(|s| s.as_str() == "https")
-            && uri.authority().is_some_and(|a| a.as_str() == self.authority);
+            && uri
+                .authority()
+                .is_some_and(|a| a.as_str() == self.authority);
         let generation = self.epoch.load(std::sync::atomic::Ordering::Acquire);
-        assert!(ours && generation == 7, "the sketch only models the hot path");
+        assert!(
+            ours && generation == 7,
+            "the sketch only models the hot path"
+        );
         let copy = (
             (
                 request.method().clone(),
