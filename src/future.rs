@@ -58,29 +58,29 @@ impl RetryParts {
     /// `spelled_as_base`: the request's scheme and authority are the API
     /// base's, byte for byte.
     #[inline(always)]
-    pub(crate) fn of(request: &http::request::Parts, spelled_as_base: bool) -> Self {
-        let headers = if request.headers.is_empty() {
+    pub(crate) fn of<B>(request: &Request<B>, spelled_as_base: bool) -> Self {
+        let headers = if request.headers().is_empty() {
             Vec::new()
         } else {
-            let mut headers = Vec::with_capacity(request.headers.len());
+            let mut headers = Vec::with_capacity(request.headers().len());
             headers.extend(
                 request
-                    .headers
+                    .headers()
                     .iter()
                     .map(|(name, value)| (name.clone(), value.clone())),
             );
             headers
         };
-        let uri = match request.uri.path_and_query() {
+        let uri = match request.uri().path_and_query() {
             Some(path) if spelled_as_base => RetryUri::Path(path.clone()),
-            _ => RetryUri::Full(Box::new(request.uri.clone())),
+            _ => RetryUri::Full(Box::new(request.uri().clone())),
         };
         Self {
-            method: request.method.clone(),
+            method: request.method().clone(),
             uri,
-            version: request.version,
+            version: request.version(),
             headers,
-            extensions: request.extensions.clone(),
+            extensions: request.extensions().clone(),
         }
     }
 

@@ -151,41 +151,41 @@ impl<B> ReplayBody<B> {
     }
 }
 
-impl<B: Body<Data = Bytes> + 'static> ReplayBody<B> {
-    /// [`ReplayBody::capture`], taking a `Full<Bytes>` body's bytes out at
-    /// once instead: no buffer to share, no lock per frame, and a retry
-    /// possible even if the first attempt's body was never read.
+impl ReplayHandle {
+    /// Prepares the replay of `body`, before its first attempt; the body to
+    /// send is then [`ReplayBody::attach`]. A `Full<Bytes>` body's bytes are
+    /// taken out at once (the body is left empty, and `attach` sends them):
+    /// no buffer to share, no lock per frame, and a retry possible even if
+    /// the first attempt's body was never read. Other bodies are copied up
+    /// to `cap` bytes as they stream (see [`ReplayHandle::for_stream`]).
     #[inline]
-    pub(crate) fn capture_known(mut body: B, cap: usize) -> (Self, ReplayHandle) {
+    pub(crate) fn prepare<B: Body<Data = Bytes> + 'static>(body: &mut B, cap: usize) -> Self {
         let lower = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
         if !body.is_end_stream() && whole_cost(lower) <= cap {
-            if let Some(full) = (&mut body as &mut dyn Any).downcast_mut::<Full<Bytes>>() {
+            if let Some(full) = (body as &mut dyn Any).downcast_mut::<Full<Bytes>>() {
                 // `Full` yields all its data as one frame, at once.
                 let mut cx = Context::from_waker(Waker::noop());
                 match Pin::new(full).poll_frame(&mut cx) {
                     Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                         // (The size hint of `Full` is exact: within the cap.)
-                        Ok(data) => return (Self::whole(data.clone()), ReplayHandle::Whole(data)),
+                        Ok(data) => return Self::Whole(data),
                         // `Full` has no trailers: never taken.
-                        Err(_) => return (Self::whole(Bytes::new()), ReplayHandle::Empty),
+                        Err(_) => return Self::Empty,
                     },
-                    Poll::Ready(None) => return (Self::whole(Bytes::new()), ReplayHandle::Empty),
+                    Poll::Ready(None) => return Self::Empty,
                     Poll::Ready(Some(Err(never))) => match never {},
                     // Never for `Full`; nothing was taken, so capture as usual.
                     Poll::Pending => {}
                 }
             }
         }
-        Self::capture(body, cap)
+        Self::for_stream(body, cap)
     }
-}
 
-impl<B: Body<Data = Bytes>> ReplayBody<B> {
-    /// Wraps `body` for a first attempt that may be retried, copying up to
-    /// `cap` bytes as they stream.
-    pub(crate) fn capture(body: B, cap: usize) -> (Self, ReplayHandle) {
+    /// Prepares the replay of a body copied up to `cap` bytes as it streams.
+    fn for_stream<B: Body>(body: &B, cap: usize) -> Self {
         if body.is_end_stream() {
-            return (Self::passthrough(body), ReplayHandle::Empty);
+            return Self::Empty;
         }
         if body
             .size_hint()
@@ -193,9 +193,9 @@ impl<B: Body<Data = Bytes>> ReplayBody<B> {
             .saturating_add(BUFFER_OVERHEAD as u64)
             > cap as u64
         {
-            return (Self::passthrough(body), ReplayHandle::TooLarge);
+            return Self::TooLarge;
         }
-        let buffer = Arc::new(Mutex::new(Buffer {
+        Self::Buffered(Arc::new(Mutex::new(Buffer {
             chunks: Chunks::default(),
             len: 0,
             count: 0,
@@ -203,14 +203,36 @@ impl<B: Body<Data = Bytes>> ReplayBody<B> {
             trailers: None,
             complete: false,
             abandoned: false,
-        }));
-        let handle = ReplayHandle::Buffered(buffer.clone());
-        (
-            Self {
-                kind: Kind::Capture { body, buffer },
+        })))
+    }
+}
+
+impl<B> ReplayBody<B> {
+    /// The body to send for a first attempt whose replay `handle` prepared
+    /// (see [`ReplayHandle::prepare`]).
+    #[inline]
+    pub(crate) fn attach(body: B, handle: &ReplayHandle) -> Self {
+        match handle {
+            // The bytes were taken out of `body`, which is left empty.
+            ReplayHandle::Whole(data) => Self::whole(data.clone()),
+            ReplayHandle::Buffered(buffer) => Self {
+                kind: Kind::Capture {
+                    body,
+                    buffer: buffer.clone(),
+                },
             },
-            handle,
-        )
+            ReplayHandle::Empty | ReplayHandle::TooLarge => Self::passthrough(body),
+        }
+    }
+
+    /// Wraps `body` for a first attempt that may be retried, copying up to
+    /// `cap` bytes as they stream.
+    pub(crate) fn capture(body: B, cap: usize) -> (Self, ReplayHandle)
+    where
+        B: Body,
+    {
+        let handle = ReplayHandle::for_stream(&body, cap);
+        (Self::attach(body, &handle), handle)
     }
 }
 
@@ -352,6 +374,15 @@ impl<B> fmt::Debug for ReplayBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The body to send and the replay handle, as the service prepares them.
+    fn capture_known<B: Body<Data = Bytes> + 'static>(
+        mut body: B,
+        cap: usize,
+    ) -> (ReplayBody<B>, ReplayHandle) {
+        let handle = ReplayHandle::prepare(&mut body, cap);
+        (ReplayBody::attach(body, &handle), handle)
+    }
     use http_body_util::{BodyExt, Empty, Full, StreamBody};
     use std::convert::Infallible;
 
@@ -390,32 +421,31 @@ mod tests {
 
     #[tokio::test]
     async fn full_body_is_taken_whole_and_replays_unread() {
-        let (first, handle) =
-            ReplayBody::capture_known(Full::new(Bytes::from_static(b"hello")), 1024);
+        let (first, handle) = capture_known(Full::new(Bytes::from_static(b"hello")), 1024);
         assert!(matches!(handle, ReplayHandle::Whole(_)));
         assert_eq!(first.size_hint().exact(), Some(5));
         // Dropped unread: the retry still has every byte.
         drop(first);
         let again: ReplayBody<Full<Bytes>> = handle.replay().unwrap();
         assert_eq!(drain(again).await, "hello");
-        let (first, handle) = ReplayBody::capture_known(Full::new(Bytes::from_static(b"hi")), 1024);
+        let (first, handle) = capture_known(Full::new(Bytes::from_static(b"hi")), 1024);
         assert_eq!(drain(first).await, "hi");
         assert_eq!(drain(handle.replay::<Full<Bytes>>().unwrap()).await, "hi");
     }
 
     #[tokio::test]
     async fn full_body_over_the_cap_is_never_taken() {
-        let (first, handle) = ReplayBody::capture_known(Full::new(Bytes::from(vec![7u8; 11])), 10);
+        let (first, handle) = capture_known(Full::new(Bytes::from(vec![7u8; 11])), 10);
         assert!(matches!(handle, ReplayHandle::TooLarge));
         assert_eq!(drain(first).await.len(), 11);
-        let (first, handle) = ReplayBody::capture_known(Full::new(Bytes::new()), 1024);
+        let (first, handle) = capture_known(Full::new(Bytes::new()), 1024);
         assert!(matches!(handle, ReplayHandle::Empty));
         assert!(first.is_end_stream());
     }
 
     #[tokio::test]
     async fn other_bodies_known_to_capture_stream_as_usual() {
-        let (first, handle) = ReplayBody::capture_known(stream(&[b"ab", b"cd"]), 1024);
+        let (first, handle) = capture_known(stream(&[b"ab", b"cd"]), 1024);
         assert!(matches!(handle, ReplayHandle::Buffered(_)));
         assert_eq!(drain(first).await, "abcd");
         assert_eq!(
@@ -466,8 +496,7 @@ mod tests {
         );
         assert!(handle.replay::<Empty<Bytes>>().is_none());
         // The same for a body known whole.
-        let (_, handle) =
-            ReplayBody::capture_known(Full::new(Bytes::from_static(&[0; 1024])), 1024);
+        let (_, handle) = capture_known(Full::new(Bytes::from_static(&[0; 1024])), 1024);
         assert!(matches!(handle, ReplayHandle::TooLarge));
     }
 

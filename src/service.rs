@@ -23,7 +23,7 @@ use crate::{
     cache::{LocalToken, Reason, TokenCache},
     future::{ResponseFuture, Retry, RetryParts},
     layer::Auth,
-    replay::ReplayBody,
+    replay::{ReplayBody, ReplayHandle},
     ApiBase, BoxError, Error,
 };
 
@@ -212,7 +212,7 @@ where
             .map_err(|e| Error::Service(e.into()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let state = &*self.state;
         let auth = &*state.auth;
         let headers = request.headers();
@@ -227,16 +227,15 @@ where
             );
         }
 
-        let (head, body) = request.into_parts();
-        let parts = RetryParts::of(&head, origin == Origin::SpelledAsBase);
-        let (body, replay) = ReplayBody::capture_known(body, auth.max_replay_body_bytes);
-        let mut request = Request::from_parts(head, body);
+        let parts = RetryParts::of(&request, origin == Origin::SpelledAsBase);
+        let replay = ReplayHandle::prepare(request.body_mut(), auth.max_replay_body_bytes);
         let handle = state.handles[thread_slot()].clone();
         match auth.cache.current(&mut self.local) {
             Some((header, generation)) => {
                 request.headers_mut().insert(AUTHORIZATION, header);
                 ResponseFuture::called(
-                    self.inner.call(request),
+                    self.inner
+                        .call(request.map(|body| ReplayBody::attach(body, &replay))),
                     Retry {
                         parts,
                         replay,
@@ -246,6 +245,7 @@ where
                 )
             }
             None => {
+                let request = request.map(|body| ReplayBody::attach(body, &replay));
                 // The request is sent once a token arrives, through the
                 // service that was driven to readiness; a clone stays.
                 let clone = self.inner.clone();
