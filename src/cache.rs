@@ -851,7 +851,8 @@ impl Drop for WakePoint {
 
 /// The future a request awaits when it has no valid token (see
 /// [`TokenCache::acquire`]). A named type rather than a boxed `async` block,
-/// so that it lives inline in the response future's pending state.
+/// so that it lives in the response future's pending state without an
+/// allocation of its own.
 pub(crate) struct Acquire {
     cache: Arc<TokenCache>,
     reason: Reason,
