@@ -9,7 +9,7 @@ use http::StatusCode;
 use http_body_util::Empty;
 use wokelo_auth::{store::FileStore, testing::MockServer};
 
-use common::{client, get, send};
+use common::{client, status_of};
 
 /// One run of the tool: a fresh layer (as a fresh process would have) with
 /// the file store at `path`, making one request.
@@ -18,10 +18,7 @@ async fn run(server: &MockServer, path: &Path) -> StatusCode {
         .token_store(FileStore::new(path))
         .build();
     let service = client::<Empty<Bytes>>(&layer);
-    send(&service, get(server.url("/api/echo")))
-        .await
-        .unwrap()
-        .status
+    status_of(&service, server.url("/api/echo")).await
 }
 
 #[tokio::test]

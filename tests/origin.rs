@@ -7,7 +7,7 @@ use http::{header::AUTHORIZATION, Request};
 use http_body_util::Empty;
 use wokelo_auth::testing::MockServer;
 
-use common::{client, get, send};
+use common::{client, get, send, status_of};
 
 #[tokio::test]
 async fn a_request_to_another_origin_carries_no_token() {
@@ -25,13 +25,7 @@ async fn a_request_to_another_origin_carries_no_token() {
     );
     assert_eq!(api.stats().token_requests, 0, "no token was even fetched");
 
-    assert_eq!(
-        send(&service, get(api.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, api.url("/api/echo")).await, 200);
     let answer = send(&service, get(storage.url("/api/echo"))).await.unwrap();
     assert_eq!(answer.status, 401);
     assert!(

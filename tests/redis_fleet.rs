@@ -21,7 +21,7 @@ use wokelo_auth::{
     WokeloAuthLayer,
 };
 
-use common::{client, get, send};
+use common::{client, get, send, status_of};
 
 const WORKERS: usize = 4;
 const CONCURRENCY: usize = 100;
@@ -426,13 +426,7 @@ async fn entries_that_cannot_be_trusted_are_ignored() {
     store.unlock(&scope, &lease).await.unwrap();
     let layer = common::builder(&mock).token_store(store.clone()).build();
     let service = client::<Empty<Bytes>>(&layer);
-    assert_eq!(
-        send(&service, get(mock.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, mock.url("/api/echo")).await, 200);
     assert_eq!(mock.stats().password_grants, 1);
     assert!(
         store.load(&scope).await.unwrap().is_some(),

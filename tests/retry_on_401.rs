@@ -7,20 +7,14 @@ use http_body_util::{BodyExt, Empty};
 use tower::{Layer, Service, ServiceExt};
 use wokelo_auth::testing::{ApiFault, MockServer};
 
-use common::{client, get, send};
+use common::{client, get, send, status_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_401s_for_one_token_cause_one_refresh() {
     let server = MockServer::start().await;
     let layer = common::builder(&server).build();
     let service = client::<Empty<Bytes>>(&layer);
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
     let old_token = server.stats().tokens_presented.into_keys().next().unwrap();
 
     // Server-side revocation: every request with the old token gets a 401,
@@ -112,21 +106,9 @@ async fn a_late_401_does_not_discard_a_fresh_token() {
     // Two requests fail with the first token; the first 401 refreshes, the
     // second finds the token already replaced and reuses the fresh one.
     server.fail_next_api_requests(1, ApiFault::Unauthorized);
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
     assert_eq!(server.stats().tokens_issued, 2);
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
     assert_eq!(server.stats().tokens_issued, 2, "no refresh without a 401");
 }
 

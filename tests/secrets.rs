@@ -9,7 +9,7 @@ use wokelo_auth::{
     token_source_fn, Credentials, PasswordGrant, Token, WokeloAuthLayer,
 };
 
-use common::{client, get, send, Captured};
+use common::{client, get, send, status_of, Captured};
 
 fn assert_absent(haystack: &str, secrets: &[String]) {
     for secret in secrets {
@@ -31,29 +31,11 @@ async fn secrets_are_absent_from_trace_output_debug_and_errors() {
 
     // Login, a 401 with a refresh (rotation), a revocation with a refused
     // refresh and a fallback login.
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
     server.fail_next_api_requests(1, ApiFault::Unauthorized);
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
     server.revoke_all();
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
 
     // Wrong credentials.
     let c = server.config();
@@ -121,21 +103,9 @@ async fn refresh_tokens_from_any_source_stay_out_of_logs() {
     .with_api_base(base);
     let layer = WokeloAuthLayer::new(source);
     let service = client::<Empty<Bytes>>(&layer);
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
     server.fail_next_api_requests(1, ApiFault::Unauthorized);
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
 
     let secrets = issued.lock().unwrap().clone();
     assert_eq!(secrets.len(), 4);

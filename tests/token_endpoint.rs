@@ -12,7 +12,7 @@ use wokelo_auth::{
     Credentials, Error, PasswordGrant, TokenErrorKind, TokenRequestEncoding, WokeloAuthLayer,
 };
 
-use common::{client, get, send};
+use common::{client, get, send, status_of};
 
 fn token_error(result: Result<common::Answer, Error>) -> wokelo_auth::TokenError {
     match result {
@@ -31,13 +31,7 @@ async fn rotated_refresh_tokens_are_stored_and_used() {
     let service = client::<Empty<Bytes>>(&common::builder(&server).build());
     for _ in 0..3 {
         server.fail_next_api_requests(1, ApiFault::Unauthorized);
-        assert_eq!(
-            send(&service, get(server.url("/api/echo")))
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+        assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
     }
     let stats = server.stats();
     // A reused refresh token would be refused (and revoke the family).
@@ -51,21 +45,9 @@ async fn rotated_refresh_tokens_are_stored_and_used() {
 async fn a_refused_refresh_falls_back_to_the_password_grant() {
     let server = MockServer::start().await;
     let service = client::<Empty<Bytes>>(&common::builder(&server).build());
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
     server.revoke_all();
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
     let stats = server.stats();
     assert_eq!(stats.refresh_grants, 1, "{stats:?}");
     assert_eq!(stats.invalid_grant, 1, "{stats:?}");
@@ -140,13 +122,7 @@ async fn two_503s_then_success_recovers() {
             body: r#"{"detail":"Service unavailable"}"#.into(),
         },
     );
-    assert_eq!(
-        send(&service, get(server.url("/api/echo")))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
     let stats = server.stats();
     assert_eq!(
         (stats.token_requests, stats.tokens_issued),
@@ -220,13 +196,7 @@ async fn every_body_encoding_logs_in() {
         let server = MockServer::start().await;
         let source = PasswordGrant::new(common::credentials(&server)).with_encoding(encoding);
         let service = client::<Empty<Bytes>>(&WokeloAuthLayer::new(source));
-        assert_eq!(
-            send(&service, get(server.url("/api/echo")))
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+        assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
         assert_eq!(server.stats().token_encodings.get(name), Some(&1), "{name}");
     }
 }
@@ -247,13 +217,7 @@ async fn odd_expires_in_values_still_give_a_usable_token() {
         .await;
         let service = client::<Empty<Bytes>>(&common::builder(&server).build());
         for _ in 0..3 {
-            assert_eq!(
-                send(&service, get(server.url("/api/echo")))
-                    .await
-                    .unwrap()
-                    .status,
-                200
-            );
+            assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
         }
         assert_eq!(server.stats().token_requests, 1, "expires_in {value}");
     }

@@ -85,6 +85,14 @@ where
     })
 }
 
+/// The status of `GET url` sent through `service`, which must answer.
+pub async fn status_of(service: &WokeloAuth<HttpClient<Empty<Bytes>>>, url: String) -> StatusCode {
+    send(service, get(url))
+        .await
+        .expect("the request is answered")
+        .status
+}
+
 /// `GET url` with an empty body.
 pub fn get(url: String) -> Request<Empty<Bytes>> {
     Request::get(url)
