@@ -1169,26 +1169,13 @@ async fn jobs_advance_per_poll_and_then_have_a_result() {
     assert_eq!(reply.json(), json!({"detail": "Not found."}));
     let reply = job_call(&client, &server, &token, "result", "no-such-job").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
-    let reply = api(
-        &client,
-        &server,
-        Method::GET,
-        "/api/enterprise/request/status/",
-        Some(&token),
-        "",
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    let reply = api(
-        &client,
-        &server,
-        Method::POST,
-        "/api/enterprise/report/",
-        Some(&token),
-        "{nope",
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    for (method, path, body) in [
+        (Method::GET, "/api/enterprise/request/status/", ""),
+        (Method::POST, "/api/enterprise/report/", "{nope"),
+    ] {
+        let reply = api(&client, &server, method.clone(), path, Some(&token), body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{method} {path}");
+    }
     let reply = api(
         &client,
         &server,
