@@ -8,7 +8,6 @@
 mod common;
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -21,7 +20,7 @@ use wokelo_auth::{
     WokeloAuthLayer,
 };
 
-use common::{client, get, send, status_of};
+use common::{client, get, redis::Redis, send, status_of};
 
 const WORKERS: usize = 4;
 const CONCURRENCY: usize = 100;
@@ -30,78 +29,6 @@ const RUN: Duration = Duration::from_secs(6); // three lifetimes
 
 /// The fleet tests measure timing-dependent counts: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A `redis-server` on a free port on 127.0.0.1, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Option<Redis> {
-        let child = match Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => {
-                assert!(
-                    std::env::var("WOKELO_REQUIRE_REDIS").is_err(),
-                    "redis-server is required but cannot start: {e}"
-                );
-                eprintln!(
-                    "SKIPPED: redis-server not found ({e}); install it to run the fleet tests"
-                );
-                return None;
-            }
-        };
-        let redis = Redis { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(redis)
-    }
-
-    fn start() -> Option<Redis> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// One worker process: `CONCURRENCY` callers in a loop for `WORKER_RUN_MS`,
 /// sharing the token through Redis. Prints `WORKER ok=N failed=M`.

@@ -148,9 +148,20 @@ impl Inner {
             .set_response_timeout(self.timeout)
             .set_number_of_retries(1);
         let connect = self.connection.get_or_try_init(|| async {
+            // One plain connection first, made once per store: if it fails,
+            // its error says why (a refused connection, a wrong password).
+            // The connection manager retries after about a second, longer
+            // than the timeout, which would hide the cause behind "timed out".
+            let probe = ::redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(self.timeout)
+                .set_response_timeout(self.timeout);
+            self.client
+                .get_multiplexed_async_connection_with_config(&probe)
+                .await
+                .map_err(connect_error)?;
             ConnectionManager::new_with_config(self.client.clone(), config)
                 .await
-                .map_err(|e| StoreError::new("cannot connect to Redis").with_source(e))
+                .map_err(connect_error)
         });
         match tokio::time::timeout(self.timeout, connect).await {
             Ok(connection) => connection.cloned(),
@@ -274,6 +285,16 @@ impl TokenStore for RedisStore {
     fn name(&self) -> &'static str {
         "redis"
     }
+}
+
+/// A failed connection to Redis, saying which way it failed.
+fn connect_error(e: ::redis::RedisError) -> StoreError {
+    let message = if e.kind() == ::redis::ErrorKind::AuthenticationFailed {
+        "Redis refused the user or password in the store's URL"
+    } else {
+        "cannot connect to Redis"
+    };
+    StoreError::new(message).with_source(e)
 }
 
 impl fmt::Debug for RedisStore {

@@ -2,6 +2,9 @@
 //! pointed at the embedded mock server.
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "redis")]
+pub mod redis;
+
 use std::{
     sync::{Arc, Mutex},
     time::Duration,

@@ -1,0 +1,98 @@
+//! `RedisStore` against a Redis that asks for a password (`requirepass`):
+//! with the password in its URL the store shares the token; with a wrong one
+//! the layer goes on with tokens of its own and says why, and the password
+//! appears in no log line, `Debug` output or error.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::error::Error as _;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use wokelo_auth::{store::RedisStore, testing::MockServer};
+
+use common::{
+    client,
+    redis::{free_port, Redis},
+    status_of, Captured,
+};
+
+const PASSWORD: &str = "redis-pass-7d1c4e";
+
+/// The error, its sources, and its `Debug`, as one text.
+fn whole(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("{error} / {error:?}");
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(&format!(" / {e} / {e:?}"));
+        source = e.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_password_protected_redis_shares_the_token_and_never_shows_the_password() {
+    let Some(redis) = Redis::start_with(free_port(), &["--requirepass", PASSWORD]) else {
+        return;
+    };
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber());
+    let server = MockServer::start().await;
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/", redis.port);
+
+    // Two layers (two processes, as far as the store can tell) on one Redis:
+    // one login between them.
+    for _ in 0..2 {
+        let layer = common::builder(&server)
+            .token_store(RedisStore::open(&url).unwrap())
+            .build();
+        let service = client::<Empty<Bytes>>(&layer);
+        assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
+    }
+    let stats = server.stats();
+    assert_eq!(stats.token_requests, 1, "one login, shared: {stats:?}");
+    let mut connection = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("wokelo-auth:v1:*:token")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(keys.len(), 1, "the token is stored: {keys:?}");
+
+    // A wrong password: the store cannot be used; the layer logs in on its
+    // own at once, and says that the store is unavailable, and why.
+    server.reset_stats();
+    let wrong = format!("redis://:not-{PASSWORD}@127.0.0.1:{}/", redis.port);
+    let layer = common::builder(&server)
+        .token_store(RedisStore::open(&wrong).unwrap())
+        .build();
+    let service = client::<Empty<Bytes>>(&layer);
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
+    assert_eq!(server.stats().token_requests, 1, "a login of its own");
+    let logs = captured.text();
+    assert!(
+        logs.contains("the token store is unavailable")
+            && logs.contains("Redis refused the user or password in the store's URL"),
+        "the outage and its cause are logged: {logs}"
+    );
+
+    // Nowhere the password: logs, the stores' Debug, a URL that does not
+    // parse.
+    let store = RedisStore::open(&url).unwrap();
+    let debug = format!("{store:?} {:?}", RedisStore::open(&wrong).unwrap());
+    assert!(debug.contains("127.0.0.1"), "{debug}");
+    let unparsable = RedisStore::open(&format!("redis://:{PASSWORD}@127.0.0.1:notaport/"))
+        .expect_err("not a Redis URL");
+    let error = whole(&unparsable);
+    assert!(error.contains("invalid Redis URL"), "{error}");
+    assert!(unparsable.source().is_some());
+    for (what, text) in [("logs", &logs), ("Debug", &debug), ("error", &error)] {
+        assert!(
+            !text.contains(PASSWORD),
+            "the Redis password is in the {what}: {text}"
+        );
+    }
+}
