@@ -96,3 +96,80 @@ async fn a_password_protected_redis_shares_the_token_and_never_shows_the_passwor
         );
     }
 }
+
+/// Over TLS (`rediss://`): a certificate no public authority issued is
+/// refused (the store reports why, the layer logs in on its own); with the
+/// private authority given (`RedisStore::open_with_ca`), the certificate is
+/// verified and the token is shared over TLS; a CA that is not PEM is a
+/// clear error.
+#[tokio::test]
+async fn a_tls_redis_is_used_with_its_private_ca_and_refused_without_it() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let ca = certified.cert.pem();
+    let dir = std::env::temp_dir().join(format!("wokelo-redis-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &ca).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let tls_port = free_port().to_string();
+    let started = Redis::start_with(
+        free_port(),
+        &[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            PASSWORD,
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let Some(_redis) = started else { return };
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber());
+    let server = MockServer::start().await;
+    let url = format!("rediss://:{PASSWORD}@127.0.0.1:{tls_port}/");
+
+    // The public roots only: the certificate is not trusted.
+    let layer = common::builder(&server)
+        .token_store(RedisStore::open(&url).unwrap())
+        .build();
+    let service = client::<Empty<Bytes>>(&layer);
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
+    let logs = captured.text();
+    assert!(
+        logs.contains("the token store is unavailable; fetching tokens in this process")
+            && logs.contains("cannot connect to Redis")
+            && logs.to_lowercase().contains("certificate"),
+        "the refused certificate is logged as the cause: {logs}"
+    );
+
+    // With its CA: verified, and two layers share one login over TLS.
+    server.reset_stats();
+    for _ in 0..2 {
+        let store = RedisStore::open_with_ca(&url, ca.as_bytes()).unwrap();
+        let layer = common::builder(&server).token_store(store).build();
+        let service = client::<Empty<Bytes>>(&layer);
+        assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
+    }
+    let stats = server.stats();
+    assert_eq!(
+        stats.token_requests, 1,
+        "one login, shared over TLS: {stats:?}"
+    );
+
+    let error = RedisStore::open_with_ca(&url, b"not a certificate").expect_err("not PEM");
+    let error = whole(&error);
+    assert!(error.contains("no certificate in the CA PEM"), "{error}");
+    for text in [captured.text(), error] {
+        assert!(!text.contains(PASSWORD), "{text}");
+    }
+}
