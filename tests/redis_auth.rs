@@ -31,6 +31,19 @@ fn whole(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Sends one request through each of `layers` fresh layers, each with its
+/// own store from `store` (separate processes, as far as the store can
+/// tell); returns how many token requests the mock saw.
+async fn logins(server: &MockServer, layers: usize, store: impl Fn() -> RedisStore) -> u64 {
+    server.reset_stats();
+    for _ in 0..layers {
+        let layer = common::builder(server).token_store(store()).build();
+        let service = client::<Empty<Bytes>>(&layer);
+        assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
+    }
+    server.stats().token_requests
+}
+
 #[tokio::test]
 async fn a_password_protected_redis_shares_the_token_and_never_shows_the_password() {
     let Some(redis) = Redis::start_with(free_port(), &["--requirepass", PASSWORD]) else {
@@ -41,17 +54,9 @@ async fn a_password_protected_redis_shares_the_token_and_never_shows_the_passwor
     let server = MockServer::start().await;
     let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/", redis.port);
 
-    // Two layers (two processes, as far as the store can tell) on one Redis:
-    // one login between them.
-    for _ in 0..2 {
-        let layer = common::builder(&server)
-            .token_store(RedisStore::open(&url).unwrap())
-            .build();
-        let service = client::<Empty<Bytes>>(&layer);
-        assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
-    }
-    let stats = server.stats();
-    assert_eq!(stats.token_requests, 1, "one login, shared: {stats:?}");
+    // Two layers on one Redis: one login between them.
+    let shared = logins(&server, 2, || RedisStore::open(&url).unwrap()).await;
+    assert_eq!(shared, 1, "one login, shared");
     let mut connection = ::redis::Client::open(url.as_str())
         .unwrap()
         .get_connection()
@@ -64,14 +69,9 @@ async fn a_password_protected_redis_shares_the_token_and_never_shows_the_passwor
 
     // A wrong password: the store cannot be used; the layer logs in on its
     // own at once, and says that the store is unavailable, and why.
-    server.reset_stats();
     let wrong = format!("redis://:not-{PASSWORD}@127.0.0.1:{}/", redis.port);
-    let layer = common::builder(&server)
-        .token_store(RedisStore::open(&wrong).unwrap())
-        .build();
-    let service = client::<Empty<Bytes>>(&layer);
-    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
-    assert_eq!(server.stats().token_requests, 1, "a login of its own");
+    let own = logins(&server, 1, || RedisStore::open(&wrong).unwrap()).await;
+    assert_eq!(own, 1, "a login of its own");
     let logs = captured.text();
     assert!(
         logs.contains("the token store is unavailable")
@@ -139,11 +139,8 @@ async fn a_tls_redis_is_used_with_its_private_ca_and_refused_without_it() {
     let url = format!("rediss://:{PASSWORD}@127.0.0.1:{tls_port}/");
 
     // The public roots only: the certificate is not trusted.
-    let layer = common::builder(&server)
-        .token_store(RedisStore::open(&url).unwrap())
-        .build();
-    let service = client::<Empty<Bytes>>(&layer);
-    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
+    let own = logins(&server, 1, || RedisStore::open(&url).unwrap()).await;
+    assert_eq!(own, 1, "a login of its own");
     let logs = captured.text();
     assert!(
         logs.contains("the token store is unavailable; fetching tokens in this process")
@@ -153,18 +150,11 @@ async fn a_tls_redis_is_used_with_its_private_ca_and_refused_without_it() {
     );
 
     // With its CA: verified, and two layers share one login over TLS.
-    server.reset_stats();
-    for _ in 0..2 {
-        let store = RedisStore::open_with_ca(&url, ca.as_bytes()).unwrap();
-        let layer = common::builder(&server).token_store(store).build();
-        let service = client::<Empty<Bytes>>(&layer);
-        assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
-    }
-    let stats = server.stats();
-    assert_eq!(
-        stats.token_requests, 1,
-        "one login, shared over TLS: {stats:?}"
-    );
+    let shared = logins(&server, 2, || {
+        RedisStore::open_with_ca(&url, ca.as_bytes()).unwrap()
+    })
+    .await;
+    assert_eq!(shared, 1, "one login, shared over TLS");
 
     let error = RedisStore::open_with_ca(&url, b"not a certificate").expect_err("not PEM");
     let error = whole(&error);
