@@ -220,30 +220,11 @@ where
             if response.status() != StatusCode::UNAUTHORIZED {
                 return Poll::Ready(Ok(response));
             }
-            return unauthorized(this.state, this.retry, response, cx);
+            if let Some(response) = answered(this.state.as_mut(), this.retry, response) {
+                return Poll::Ready(Ok(response));
+            }
         }
         drive(this.state, this.retry, cx)
-    }
-}
-
-/// After a `401` to the first attempt: the retry, if there is one.
-#[cold]
-#[inline(never)]
-fn unauthorized<S, B, R>(
-    mut state: Pin<&mut State<S, B>>,
-    retry: &mut Option<Retry<S>>,
-    response: Response<R>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<Response<R>, Error>>
-where
-    S: Service<Request<ReplayBody<B>>, Response = Response<R>> + Clone,
-    S::Error: Into<BoxError>,
-    R: Body + Send + 'static,
-    R::Data: Send,
-{
-    match answered(state.as_mut(), retry, response) {
-        Some(response) => Poll::Ready(Ok(response)),
-        None => drive(state, retry, cx),
     }
 }
 
@@ -306,7 +287,9 @@ where
 }
 
 /// What an answer leads to: `Some` to return it; `None` after a `401` that
-/// is retried, with `state` moved on to the retry.
+/// is retried, with `state` moved on to the retry. Out of line: the hot
+/// path only comes here with a `401`.
+#[inline(never)]
 fn answered<S, B, R>(
     mut state: Pin<&mut State<S, B>>,
     retry: &mut Option<Retry<S>>,
