@@ -22,7 +22,8 @@ use tower::util::Oneshot;
 use tower_service::Service;
 
 use crate::{
-    cache::{Acquire, Reason},
+    cache::{Acquire, Invalidation, Reason, TokenCache},
+    challenge,
     replay::{ReplayBody, ReplayHandle},
     service::{BaseOrigin, RetryHandle},
     BoxError, Error,
@@ -149,7 +150,12 @@ pin_project! {
         },
         Called { #[pin] future: S::Future },
         // Boxed: only after a `401`, and as large as the pending request.
-        Retrying { future: Pin<Box<Oneshot<S, Request<ReplayBody<B>>>>> },
+        // With the token it carries, to note a second `401`.
+        Retrying {
+            future: Pin<Box<Oneshot<S, Request<ReplayBody<B>>>>>,
+            cache: Arc<TokenCache>,
+            generation: u64,
+        },
     }
 }
 
@@ -252,7 +258,7 @@ where
                 let Pending {
                     mut request,
                     mut service,
-                    ..
+                    token,
                 } = *pending.take().expect("checked above");
                 request
                     .headers_mut()
@@ -260,6 +266,8 @@ where
                 if *retrying {
                     state.set(State::Retrying {
                         future: Box::pin(Oneshot::new(service, request)),
+                        cache: token.cache().clone(),
+                        generation: entry.generation,
                     });
                 } else {
                     if let Some(retry) = retry.as_mut() {
@@ -276,11 +284,21 @@ where
                     return Poll::Ready(Ok(response));
                 }
             }
-            StateProj::Retrying { future } => {
-                return future
-                    .as_mut()
-                    .poll(cx)
-                    .map_err(|e| Error::Service(e.into()));
+            StateProj::Retrying {
+                future,
+                cache,
+                generation,
+            } => {
+                let response =
+                    ready!(future.as_mut().poll(cx)).map_err(|e| Error::Service(e.into()))?;
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    tracing::warn!(
+                        generation = *generation,
+                        "API answered 401 to a freshly fetched token too; returning the 401"
+                    );
+                    cache.refused_on_retry(*generation);
+                }
+                return Poll::Ready(Ok(response));
             }
         }
     }
@@ -354,11 +372,25 @@ where
     R::Data: Send,
 {
     let cache = &retry.handle.cache;
+    if !challenge::new_token_may_help(response.headers()) {
+        tracing::debug!(
+            generation = retry.generation,
+            "API answered 401 with a Bearer error a new token cannot fix; returning it"
+        );
+        return Err(response);
+    }
     let invalidated = cache.invalidate(retry.generation);
+    if invalidated == Invalidation::Refused {
+        tracing::debug!(
+            generation = retry.generation,
+            "API answered 401 to a token it refused right after it was fetched; returning it"
+        );
+        return Err(response);
+    }
     let Some(body) = retry.replay.replay() else {
         tracing::warn!(
             generation = retry.generation,
-            invalidated,
+            ?invalidated,
             "API answered 401; the request body cannot be replayed (streamed past the replay cap, or not sent whole), so the 401 is returned and the token refreshed for the next request"
         );
         cache.prefetch(Reason::Unauthorized);
@@ -366,7 +398,7 @@ where
     };
     tracing::debug!(
         generation = retry.generation,
-        invalidated,
+        ?invalidated,
         "API answered 401; retrying once with a fresh token"
     );
     drain(response.into_body());

@@ -147,11 +147,30 @@ impl WokeloAuthBuilder {
         self
     }
 
-    /// After the token endpoint rejects the credentials (or answers
-    /// unusably), requests fail fast with that error for this long before
-    /// one new attempt (default 30 s).
+    /// After the token endpoint rejects the credentials, requests fail fast
+    /// with that error for this long before one new attempt (default 30 s,
+    /// at most [`MAX_FAILURE_WINDOW`](crate::MAX_FAILURE_WINDOW): a longer
+    /// one is shortened to it).
     pub fn credentials_backoff(mut self, window: Duration) -> Self {
         self.cache.failure_backoff = window;
+        self
+    }
+
+    /// How long a token that the API refused right after it was fetched
+    /// keeps its `401`s (default 30 s, at most
+    /// [`MAX_FAILURE_WINDOW`](crate::MAX_FAILURE_WINDOW)).
+    ///
+    /// When the retry after a `401` is answered `401` again with a freshly
+    /// fetched token, a new token does not help: the API refuses this
+    /// account (or this request) whatever the token. For this long, further
+    /// `401`s to that token are returned as they are, without fetching
+    /// another token or retrying, so that an API refusing every token costs
+    /// one token request per window, not one per call. A `401` whose Bearer
+    /// challenge names an error other than `invalid_token` (RFC 6750
+    /// section 3.1: `insufficient_scope`, `invalid_request`) is never
+    /// retried in the first place.
+    pub fn unauthorized_backoff(mut self, window: Duration) -> Self {
+        self.cache.unauthorized_backoff = window;
         self
     }
 

@@ -89,6 +89,7 @@
 
 mod backoff;
 mod cache;
+mod challenge;
 mod error;
 pub mod future;
 mod layer;
@@ -107,7 +108,7 @@ mod token_client;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
-pub use cache::{DEFAULT_LIFETIME, MAX_LIFETIME, MIN_LIFETIME};
+pub use cache::{DEFAULT_LIFETIME, MAX_FAILURE_WINDOW, MAX_LIFETIME, MIN_LIFETIME};
 pub use error::{BoxError, ConfigError, Error, OAuthErrorBody, TokenError, TokenErrorKind};
 pub use layer::{WokeloAuthBuilder, WokeloAuthLayer};
 pub use origin::{ApiBase, DEFAULT_BASE_URL};

@@ -18,7 +18,7 @@ pub(crate) struct Entry {
     /// A timer is set to bump the cache's epoch at `wake_at`, so service
     /// clones may keep this entry without reading the clock (see
     /// [`TokenCache::current`]).
-    pub(super) timed: AtomicBool,
+    pub(super) timer: AtomicU64,
 }
 
 impl Entry {
@@ -32,7 +32,7 @@ impl Entry {
             expires_at: self.expires_at,
             token: self.token.clone(),
             store_id: self.store_id,
-            timed: AtomicBool::new(false),
+            timer: AtomicU64::new(NO_TIMER),
         }
     }
 }
@@ -59,10 +59,12 @@ impl TokenCache {
                     )
                 })?;
         header.set_sensitive(true);
-        let refresh_at =
-            start + lifetime - refresh_margin(lifetime, self.config.max_refresh_margin);
+        let refresh_at = after(
+            start,
+            lifetime - refresh_margin(lifetime, self.config.max_refresh_margin),
+        );
         let wake_at = if self.store.is_external() {
-            refresh_at.min(Instant::now() + self.config.store_sync_interval)
+            refresh_at.min(after(Instant::now(), self.config.store_sync_interval))
         } else {
             refresh_at
         };
@@ -71,10 +73,10 @@ impl TokenCache {
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
             wake_at,
             refresh_at,
-            expires_at: start + lifetime,
+            expires_at: after(start, lifetime),
             token,
             store_id,
-            timed: AtomicBool::new(false),
+            timer: AtomicU64::new(NO_TIMER),
         }))
     }
 }

@@ -16,7 +16,7 @@ impl TokenCache {
             duration_ms = tracing::field::Empty,
         );
         let started = Instant::now();
-        let deadline = started + self.config.fetch_timeout;
+        let deadline = after(started, self.config.fetch_timeout);
         let mut attempts = 0;
         let output = async {
             if self.store.is_external() {
@@ -80,7 +80,7 @@ impl TokenCache {
                     *attempts,
                 )
             });
-            if !retryable || Instant::now() + delay >= deadline {
+            if !retryable || after(Instant::now(), delay) >= deadline {
                 return Err(error);
             }
             tracing::debug!(

@@ -9,22 +9,43 @@ impl TokenCache {
         Acquire {
             cache: self.clone(),
             reason,
-            fetch: None,
+            joined: None,
+            lost: 0,
         }
     }
 
-    /// After a `401`: drops the cached token if it is still `generation`.
-    /// Returns whether it did.
-    pub(crate) fn invalidate(self: &Arc<Self>, generation: u64) -> bool {
-        let _state = self.lock();
+    /// After a `401`: drops the cached token if it is still `generation`,
+    /// unless a new token already failed the same way (see
+    /// [`TokenCache::refused_on_retry`]).
+    pub(crate) fn invalidate(self: &Arc<Self>, generation: u64) -> Invalidation {
+        let state = self.lock();
+        if state
+            .refused
+            .is_some_and(|(refused, until)| refused == generation && Instant::now() < until)
+        {
+            return Invalidation::Refused;
+        }
         let current = self.current.load();
         if current.as_ref().is_some_and(|e| e.generation == generation) {
             drop(current);
             self.publish(None);
-            true
+            Invalidation::Dropped
         } else {
-            false
+            Invalidation::Replaced
         }
+    }
+
+    /// The retry after a `401` was answered `401` again, with the token of
+    /// `generation`, fetched for it: the API refuses fresh tokens. For the
+    /// unauthorized backoff, further `401`s to that token are returned as
+    /// they are rather than each costing a new token (see
+    /// [`WokeloAuthBuilder::unauthorized_backoff`](crate::WokeloAuthBuilder::unauthorized_backoff)).
+    pub(crate) fn refused_on_retry(&self, generation: u64) {
+        let until = after(
+            Instant::now(),
+            self.config.unauthorized_backoff.min(MAX_FAILURE_WINDOW),
+        );
+        self.lock().refused = Some((generation, until));
     }
 
     /// Starts a fetch in the background unless a token is cached, a fetch is
@@ -41,12 +62,12 @@ impl TokenCache {
         }
     }
 
-    /// Spawns the fetch task and records it as the one in flight.
+    /// Starts a fetch on this runtime and records it as the one in flight.
     pub(super) fn start_fetch(
         self: &Arc<Self>,
         state: &mut State,
         reason: Reason,
-    ) -> Result<(u64, Shared<FetchFuture>), TokenError> {
+    ) -> Result<(), TokenError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             TokenError::new(
                 TokenErrorKind::Configuration,
@@ -55,51 +76,75 @@ impl TokenCache {
         })?;
         let id = state.next_fetch_id;
         state.next_fetch_id += 1;
-        let current = state.last.clone();
-        let cache = self.clone();
-        let task = runtime.spawn(async move {
-            let output = cache.run_fetch(current, reason).await;
-            cache.complete(id, &output);
-            output
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let flight = Arc::new(Flight {
+            id,
+            runtime: runtime.id(),
+            deadline: after(Instant::now(), self.config.fetch_timeout),
+            last: state.last.clone(),
+            reason,
+            sender: Mutex::new(Some(sender)),
+            workers: AtomicUsize::new(0),
+            helped: AtomicBool::new(false),
         });
-        // The task records its outcome before it ends. If it died instead
-        // (panic, runtime shut down), this future, which runs once for all
-        // waiters inside `Shared`, records the failure. It holds the cache
-        // weakly: it is stored in the cache.
-        let weak = Arc::downgrade(self);
-        let fetch: FetchFuture = Box::pin(async move {
-            match task.await {
-                Ok(output) => output,
-                Err(e) => {
-                    let output = Err(TokenError::new(
-                        TokenErrorKind::Unavailable,
-                        if e.is_panic() {
-                            "the token source panicked"
-                        } else {
-                            "the token fetch was cancelled because its runtime shut down"
-                        },
-                    ));
-                    if let Some(cache) = weak.upgrade() {
-                        cache.complete(id, &output);
-                    }
-                    output
-                }
-            }
-        });
-        let fetch = fetch.shared();
+        self.spawn_worker(&runtime, flight.clone());
+        // `None`: every worker ended without an outcome (its runtime shut
+        // down, or it was abandoned); the waiters then start another fetch.
+        let fetch: FetchFuture = Box::pin(async move { receiver.await.ok() });
         self.fetching.store(true, Ordering::Release);
         state.inflight = Some(Inflight {
-            id,
-            fetch: fetch.clone(),
+            flight,
+            fetch: fetch.shared(),
         });
-        Ok((id, fetch))
+        Ok(())
+    }
+
+    /// Spawns a task on `runtime` that runs `flight`'s fetch, unless another
+    /// worker of the flight has taken it on already.
+    fn spawn_worker(self: &Arc<Self>, runtime: &tokio::runtime::Handle, flight: Arc<Flight>) {
+        flight.workers.fetch_add(1, Ordering::AcqRel);
+        let mut worker = Worker {
+            cache: Arc::downgrade(self),
+            flight,
+            sender: None,
+        };
+        let cache = self.clone();
+        runtime.spawn(async move {
+            let Some(sender) = worker
+                .flight
+                .sender
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            else {
+                return;
+            };
+            worker.sender = Some(sender);
+            let flight = &worker.flight;
+            let output = cache.run_fetch(flight.last.clone(), flight.reason).await;
+            cache.complete(flight.id, &output);
+            if let Some(sender) = worker.sender.take() {
+                let _ = sender.send(output);
+            }
+        });
+    }
+
+    /// Forgets the fetch `id` without an outcome: its worker is gone (its
+    /// runtime shut down) or stuck on an idle runtime. The next request
+    /// starts another.
+    pub(super) fn abandon(&self, id: u64) {
+        let mut state = self.lock();
+        if state.inflight.as_ref().map(|i| i.flight.id) == Some(id) {
+            state.inflight = None;
+            self.fetching.store(false, Ordering::Release);
+        }
     }
 
     /// Records a fetch's outcome, once: the fetch task, or, if the task
     /// died, the shared future its waiters await.
     pub(super) fn complete(self: &Arc<Self>, id: u64, output: &FetchOutput) {
         let mut state = self.lock();
-        if state.inflight.as_ref().map(|i| i.id) != Some(id) {
+        if state.inflight.as_ref().map(|i| i.flight.id) != Some(id) {
             return;
         }
         state.inflight = None;
@@ -112,35 +157,103 @@ impl TokenCache {
                 self.publish(Some(entry.clone()));
             }
             Err(error) => {
-                let window = if error.kind().is_transient() {
-                    error.retry_after()
-                } else {
-                    Some(self.config.failure_backoff)
-                };
+                let serving = self.valid_entry(now);
+                let window = self.failure_window(error, serving.is_some());
                 state.failure = window.map(|w| Failure {
                     error: error.clone(),
-                    until: now + w,
+                    until: after(now, w),
                 });
-                // Keep serving a token that is still valid; try again later.
-                if let Some(entry) = self.valid_entry(now) {
-                    let remaining = entry.expires_at - now;
-                    let retry_in = (remaining / 2)
-                        .min(Duration::from_secs(30))
-                        .max(window.unwrap_or(Duration::ZERO));
-                    tracing::warn!(
-                        error = %error,
-                        retry_in_ms = retry_in.as_millis() as u64,
-                        valid_for_ms = remaining.as_millis() as u64,
-                        "token refresh failed; serving the current token meanwhile"
-                    );
-                    let refresh_at = now + retry_in;
-                    let postponed = entry.rescheduled(refresh_at, entry.wake_at.min(refresh_at));
-                    self.publish(Some(Arc::new(postponed)));
+                if let Some(entry) = serving {
+                    self.retry_refresh_later(&entry, error, now);
                 }
             }
         }
     }
 }
+
+/// What a `401` did to the cached token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Invalidation {
+    /// It was the cached one, and is dropped.
+    Dropped,
+    /// Another request replaced it already.
+    Replaced,
+    /// A fresh token was refused just before: kept, and the `401` stands.
+    Refused,
+}
+
+/// One fetch in flight: what it fetches with, and who runs it.
+///
+/// The fetch runs on a task of the runtime that started it. A request on
+/// another runtime that finds it not yet taken on (that runtime may be idle:
+/// a current-thread runtime between two `block_on` calls) spawns a second
+/// worker on its own runtime; the first worker to run takes the fetch on,
+/// the other ends at once. A request on another runtime also bounds its
+/// wait by the fetch's deadline on its own clock, so that a fetch stuck on
+/// an idle runtime cannot hold it longer than the fetch timeout.
+pub(super) struct Flight {
+    pub(super) id: u64,
+    /// The runtime of the worker that started it.
+    runtime: tokio::runtime::Id,
+    deadline: Instant,
+    /// The token being replaced, and why: the fetch's inputs.
+    last: Option<Arc<Entry>>,
+    reason: Reason,
+    /// Taken by the worker that runs the fetch. Dropped unsent (the waiters
+    /// see the fetch lost) when no worker is left to run it.
+    sender: Mutex<Option<tokio::sync::oneshot::Sender<FetchOutput>>>,
+    /// Workers spawned and not yet ended.
+    workers: AtomicUsize,
+    /// A worker was spawned on a second runtime.
+    helped: AtomicBool,
+}
+
+/// A worker task's hold on its flight. Dropped with the task, also when the
+/// task is dropped unfinished (its runtime shut down) or panics: then the
+/// waiters learn that the fetch is lost, or that the source panicked.
+struct Worker {
+    cache: Weak<TokenCache>,
+    flight: Arc<Flight>,
+    /// Set while this worker runs the fetch.
+    sender: Option<tokio::sync::oneshot::Sender<FetchOutput>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let last = self.flight.workers.fetch_sub(1, Ordering::AcqRel) == 1;
+        let sender = match self.sender.take() {
+            // This worker ran the fetch and did not finish it.
+            Some(sender) => Some(sender),
+            // No worker is left, and none took the fetch on.
+            None if last => self
+                .flight
+                .sender
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+            None => return,
+        };
+        let Some(sender) = sender else { return };
+        let Some(cache) = self.cache.upgrade() else {
+            return;
+        };
+        if std::thread::panicking() {
+            let output = Err(TokenError::new(
+                TokenErrorKind::Unavailable,
+                "the token source panicked",
+            ));
+            cache.complete(self.flight.id, &output);
+            let _ = sender.send(output);
+        } else {
+            // Dropping the sender tells the waiters; they start again.
+            cache.abandon(self.flight.id);
+        }
+    }
+}
+
+/// How often a request starts the fetch again after it was lost with its
+/// runtime before giving up.
+const MAX_LOST_FETCHES: u8 = 3;
 
 /// The future a request awaits when it has no valid token (see
 /// [`TokenCache::acquire`]). A named type rather than a boxed `async` block,
@@ -150,7 +263,63 @@ pub(crate) struct Acquire {
     cache: Arc<TokenCache>,
     reason: Reason,
     /// The fetch joined, once polled and no valid token was cached.
-    fetch: Option<Shared<FetchFuture>>,
+    joined: Option<Joined>,
+    /// Fetches lost so far (see [`Flight`]).
+    lost: u8,
+}
+
+struct Joined {
+    id: u64,
+    fetch: Shared<FetchFuture>,
+    /// The fetch's deadline on this request's runtime, when the fetch runs
+    /// on another one.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Acquire {
+    /// The cache this request waits on.
+    pub(crate) fn cache(&self) -> &Arc<TokenCache> {
+        &self.cache
+    }
+
+    /// Joins the fetch in flight, starting one if there is none: `Err` for
+    /// an answer without waiting (a valid token, the failure window, no
+    /// runtime).
+    fn join(&mut self) -> Result<Joined, FetchOutput> {
+        let cache = &self.cache;
+        let mut state = cache.lock();
+        let now = Instant::now();
+        if let Some(entry) = cache.valid_entry(now) {
+            return Err(Ok(entry));
+        }
+        if state.inflight.is_none() {
+            if let Some(failure) = state.failure.as_ref().filter(|f| now < f.until) {
+                return Err(Err(failure.error.clone()));
+            }
+            cache.start_fetch(&mut state, self.reason).map_err(Err)?;
+        }
+        let inflight = state.inflight.as_ref().expect("started above");
+        let flight = &inflight.flight;
+        let deadline = match tokio::runtime::Handle::try_current() {
+            Ok(here) if here.id() != flight.runtime => {
+                let untaken = flight
+                    .sender
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_some();
+                if untaken && !flight.helped.swap(true, Ordering::AcqRel) {
+                    cache.spawn_worker(&here, flight.clone());
+                }
+                Some(Box::pin(tokio::time::sleep_until(flight.deadline)))
+            }
+            _ => None,
+        };
+        Ok(Joined {
+            id: flight.id,
+            fetch: inflight.fetch.clone(),
+            deadline,
+        })
+    }
 }
 
 impl Future for Acquire {
@@ -158,33 +327,40 @@ impl Future for Acquire {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<FetchOutput> {
         let this = &mut *self;
-        let fetch = match &mut this.fetch {
-            Some(fetch) => fetch,
-            None => {
-                let cache = &this.cache;
-                let mut state = cache.lock();
-                let now = Instant::now();
-                if let Some(entry) = cache.valid_entry(now) {
-                    return Poll::Ready(Ok(entry));
-                }
-                let fetch = match &state.inflight {
-                    Some(inflight) => inflight.fetch.clone(),
-                    None => {
-                        if let Some(failure) = state.failure.as_ref().filter(|f| now < f.until) {
-                            return Poll::Ready(Err(failure.error.clone()));
-                        }
-                        match cache.start_fetch(&mut state, this.reason) {
-                            Ok((_, fetch)) => fetch,
-                            Err(e) => return Poll::Ready(Err(e)),
-                        }
+        loop {
+            let joined = match &mut this.joined {
+                Some(joined) => joined,
+                None => match this.join() {
+                    Ok(joined) => this.joined.insert(joined),
+                    Err(answer) => return Poll::Ready(answer),
+                },
+            };
+            // The fetch records its own outcome (see `spawn_worker`), so
+            // the waiters of a stampede do not each take the lock again
+            // once it completes.
+            match joined.fetch.poll_unpin(cx) {
+                Poll::Ready(Some(output)) => return Poll::Ready(output),
+                Poll::Ready(None) => {
+                    this.joined = None;
+                    this.lost += 1;
+                    if this.lost >= MAX_LOST_FETCHES {
+                        return Poll::Ready(Err(TokenError::new(
+                            TokenErrorKind::Unavailable,
+                            "the token fetch was lost with the runtime running it, three times; keep a Tokio runtime running while requests wait for a token",
+                        )));
                     }
-                };
-                // The fetch records its own outcome (see `start_fetch`), so
-                // the waiters of a stampede do not each take the lock again
-                // once it completes.
-                this.fetch.insert(fetch)
+                }
+                Poll::Pending => {
+                    let Some(deadline) = &mut joined.deadline else {
+                        return Poll::Pending;
+                    };
+                    ready!(deadline.as_mut().poll(cx));
+                    this.cache.abandon(joined.id);
+                    return Poll::Ready(Err(this.cache.timed_out(
+                        "the token fetch, running on another Tokio runtime that did not drive it, did not finish",
+                    )));
+                }
             }
-        };
-        fetch.poll_unpin(cx)
+        }
     }
 }

@@ -54,11 +54,13 @@ impl TokenCache {
                 return None;
             }
             self.wake(entry, now);
-        } else if entry.timed.load(Ordering::Acquire) {
+        } else if let Some(timer) = entry.timer_runtime() {
             // A copy from the second request of a clone on: a clone used
             // once (a clone per request) does not pay for checking the
-            // clock twice.
-            let copy = (looked_before && clock_runs(now))
+            // clock twice. None on another runtime than the timer's: that
+            // one may sit idle past the wake point, so every request here
+            // checks the clock.
+            let copy = (looked_before && current_runtime() == Some(timer) && clock_runs(now))
                 .then(|| (own_copy(&entry.header), entry.generation));
             *local = Some(LocalToken { epoch, copy });
         } else {
@@ -166,7 +168,7 @@ mod tests {
             cache.current(&mut local).unwrap();
             let (_, generation) = cache.current(&mut local).unwrap();
             assert!(has_copy(&local));
-            assert!(cache.invalidate(generation));
+            assert_eq!(cache.invalidate(generation), Invalidation::Dropped);
             assert!(cache.current(&mut local).is_none());
             assert!(!has_copy(&local));
         });

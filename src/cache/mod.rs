@@ -35,18 +35,19 @@ mod timer;
 #[cfg(test)]
 pub(crate) use entry::effective_lifetime;
 pub(crate) use entry::Entry;
-pub(crate) use flight::Acquire;
+pub(crate) use flight::{Acquire, Invalidation};
 pub(crate) use local::LocalToken;
+use timer::{current_runtime, NO_TIMER};
 
 use std::{
     fmt,
     future::Future,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard, PoisonError, Weak,
     },
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
     time::{Duration, SystemTime},
 };
 
@@ -75,6 +76,31 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// it, so that a token is usable at least once.
 pub const MIN_LIFETIME: Duration = Duration::from_secs(1);
 
+/// The longest time requests fail fast with a token error before another
+/// fetch is tried (5 minutes), whatever the configuration or the server's
+/// `Retry-After` says: no answer can lock the client out for longer.
+pub const MAX_FAILURE_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+/// How far ahead a time that cannot be represented is put (30 years):
+/// never reached while the process runs.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// `at + duration`, saturating: configuration values and numbers from the
+/// network can be anything, and `Instant + Duration` panics on overflow.
+pub(crate) fn after(at: Instant, duration: Duration) -> Instant {
+    at.checked_add(duration)
+        .or_else(|| at.checked_add(FAR_FUTURE))
+        .unwrap_or(at)
+}
+
+/// `SystemTime::now() + duration`, saturating (see [`after`]).
+pub(crate) fn system_time_after(duration: Duration) -> SystemTime {
+    let now = SystemTime::now();
+    now.checked_add(duration)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
 /// Tuning of the cache; the layer's builder sets it.
 #[derive(Clone, Debug)]
 pub(crate) struct CacheConfig {
@@ -83,6 +109,9 @@ pub(crate) struct CacheConfig {
     pub(crate) retry_backoff: Duration,
     pub(crate) max_retry_backoff: Duration,
     pub(crate) failure_backoff: Duration,
+    /// How long `401`s to a token the API refused right after it was
+    /// fetched are returned without fetching another.
+    pub(crate) unauthorized_backoff: Duration,
     pub(crate) max_refresh_margin: Duration,
     pub(crate) default_lifetime: Duration,
     /// How often a cached token is compared with a shared store's.
@@ -99,6 +128,7 @@ impl Default for CacheConfig {
             retry_backoff: Duration::from_millis(200),
             max_retry_backoff: Duration::from_secs(10),
             failure_backoff: Duration::from_secs(30),
+            unauthorized_backoff: Duration::from_secs(30),
             max_refresh_margin: Duration::from_secs(5 * 60),
             default_lifetime: DEFAULT_LIFETIME,
             store_sync_interval: Duration::from_secs(60),
@@ -114,8 +144,9 @@ struct CachePadded<T>(T);
 
 pub(crate) type FetchOutput = Result<Arc<Entry>, TokenError>;
 
-/// The fetch task's outcome, shared by every request waiting for it.
-pub(crate) type FetchFuture = BoxFuture<'static, FetchOutput>;
+/// The fetch's outcome, shared by every request waiting for it; `None` when
+/// the fetch was lost (see [`flight::Flight`]).
+pub(crate) type FetchFuture = BoxFuture<'static, Option<FetchOutput>>;
 
 pub(crate) struct TokenCache {
     /// Bumped after every change of `current` and at the current entry's
@@ -147,11 +178,14 @@ struct State {
     /// feeds the next fetch.
     last: Option<Arc<Entry>>,
     failure: Option<Failure>,
+    /// A token the API refused on the retry after a `401`, and until when
+    /// its `401`s are not worth another token.
+    refused: Option<(u64, Instant)>,
     next_fetch_id: u64,
 }
 
 struct Inflight {
-    id: u64,
+    flight: Arc<flight::Flight>,
     fetch: Shared<FetchFuture>,
 }
 

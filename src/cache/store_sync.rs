@@ -10,8 +10,9 @@ impl TokenCache {
             self.syncing.store(false, Ordering::Release);
             return;
         };
-        let cache = self.clone();
+        let syncing = Syncing(self.clone());
         runtime.spawn(async move {
+            let cache = &syncing.0;
             let stored = cache.store_op(cache.store.load(&cache.store_key)).await;
             let mut state = cache.lock();
             let now = Instant::now();
@@ -34,14 +35,12 @@ impl TokenCache {
                             current.refresh_at,
                             current
                                 .refresh_at
-                                .min(now + cache.config.store_sync_interval),
+                                .min(after(now, cache.config.store_sync_interval)),
                         ),
                     ),
                 };
                 cache.publish(Some(next));
             }
-            drop(state);
-            cache.syncing.store(false, Ordering::Release);
         });
     }
 
@@ -94,7 +93,7 @@ impl TokenCache {
                         .config
                         .store_poll_interval
                         .mul_f64(0.5 + fastrand::f64());
-                    if Instant::now() + poll >= deadline {
+                    if after(Instant::now(), poll) >= deadline {
                         return Err(self.timed_out("no token appeared in the token store while another process held its refresh lock"));
                     }
                     tokio::time::sleep(poll).await;
@@ -125,7 +124,7 @@ impl TokenCache {
         let record = StoredToken::new(
             entry.store_id,
             entry.token.clone(),
-            SystemTime::now() + entry.expires_at.saturating_duration_since(Instant::now()),
+            system_time_after(entry.expires_at.saturating_duration_since(Instant::now())),
         );
         if let Ok(false) = self.store_op(self.store.save(key, &record, lease)).await {
             tracing::warn!("the token store's refresh lock expired before the token was saved; this process alone uses it");
@@ -173,8 +172,19 @@ impl TokenCache {
         self.entry_for(
             stored.token,
             Instant::now(),
-            remaining.max(Duration::from_millis(1)),
+            remaining.clamp(Duration::from_millis(1), MAX_LIFETIME),
             stored.id,
         )
+    }
+}
+
+/// Marks the comparison with the store as ended when dropped: when it
+/// completes, and also when its task is dropped with its runtime, so that a
+/// request on another runtime can start the next one.
+struct Syncing(Arc<TokenCache>);
+
+impl Drop for Syncing {
+    fn drop(&mut self) {
+        self.0.syncing.store(false, Ordering::Release);
     }
 }

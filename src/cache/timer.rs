@@ -22,8 +22,13 @@ impl TokenCache {
             return;
         };
         if entry
-            .timed
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .timer
+            .compare_exchange(
+                NO_TIMER,
+                runtime_key(runtime.id()),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
             return;
@@ -48,6 +53,31 @@ impl TokenCache {
     }
 }
 
+/// [`Entry::timer`] when no timer is set.
+pub(super) const NO_TIMER: u64 = 0;
+
+/// A runtime as a number for [`Entry::timer`] (never [`NO_TIMER`]).
+fn runtime_key(id: tokio::runtime::Id) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish() | 1
+}
+
+/// The current runtime as [`runtime_key`] gives it, if there is one.
+pub(super) fn current_runtime() -> Option<u64> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|runtime| runtime_key(runtime.id()))
+}
+
+impl Entry {
+    /// The runtime whose task marks this entry's wake point, if one does.
+    pub(super) fn timer_runtime(&self) -> Option<u64> {
+        Some(self.timer.load(Ordering::Acquire)).filter(|&key| key != NO_TIMER)
+    }
+}
+
 /// Dropped at an entry's wake point by the task [`TokenCache::set_timer`]
 /// spawns, or with that task: marks the entry as having no timer and bumps
 /// the epoch, so that the next request of every service clone checks the
@@ -60,7 +90,7 @@ struct WakePoint {
 impl Drop for WakePoint {
     fn drop(&mut self) {
         if let Some(entry) = self.entry.upgrade() {
-            entry.timed.store(false, Ordering::Release);
+            entry.timer.store(NO_TIMER, Ordering::Release);
         }
         if let Some(cache) = self.cache.upgrade() {
             cache.epoch.0.fetch_add(1, Ordering::Release);
