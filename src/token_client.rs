@@ -48,7 +48,14 @@ pub(crate) fn default_client() -> TokenHttpClient {
     http.enforce_http(false);
     http.set_nodelay(true);
     let mut builder = Client::builder(TokioExecutor::new());
-    builder.pool_timer(TokioTimer::new());
+    // No idle connections kept: a pooled connection is driven by a task on
+    // the runtime that opened it, and a later fetch may run on another
+    // runtime (a test per runtime, a runtime per job) while that one is
+    // idle or gone. Tokens are fetched minutes to days apart, so a new
+    // connection per fetch costs nothing that matters.
+    builder
+        .pool_timer(TokioTimer::new())
+        .pool_max_idle_per_host(0);
     #[cfg(feature = "rustls")]
     {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
