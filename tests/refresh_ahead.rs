@@ -288,3 +288,165 @@ async fn transient_failures_back_off_and_honour_retry_after() {
     );
     assert_eq!(last(&seen), "Bearer ok");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_answer_to_the_refresh_does_not_outlive_the_token() {
+    // 3 s tokens; the refresh (at 2.4-2.7 s) gets an unusable answer.
+    let (source, layer) = Source::layer(
+        Duration::from_secs(3),
+        &[2],
+        TokenErrorKind::InvalidResponse,
+    );
+    let (service, seen) = recorder(&layer);
+    call(&service).await.unwrap();
+    tokio::time::advance(Duration::from_millis(2800)).await;
+    call(&service).await.unwrap();
+    settle().await;
+    assert_eq!(source.calls(), 2, "the refresh ran and failed");
+    assert_eq!(last(&seen), "Bearer t1", "the valid token is served");
+
+    // Tried again before expiry (half the 200 ms left), not 30 s later.
+    tokio::time::advance(Duration::from_millis(150)).await;
+    call(&service).await.unwrap();
+    settle().await;
+    assert_eq!(source.calls(), 3);
+    call(&service).await.unwrap();
+    assert_eq!(last(&seen), "Bearer t3");
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_the_token_expired_after_failed_refreshes_the_next_request_tries_again() {
+    let (source, layer) = Source::layer(
+        Duration::from_secs(3),
+        &[2, 3],
+        TokenErrorKind::InvalidResponse,
+    );
+    let (service, seen) = recorder(&layer);
+    call(&service).await.unwrap();
+    tokio::time::advance(Duration::from_millis(2800)).await;
+    call(&service).await.unwrap();
+    settle().await;
+    tokio::time::advance(Duration::from_millis(150)).await;
+    call(&service).await.unwrap();
+    settle().await;
+    assert_eq!(source.calls(), 3, "both refreshes failed");
+
+    // Expired: no cached error, a new fetch, and it works.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    call(&service).await.unwrap();
+    assert_eq!(source.calls(), 4);
+    assert_eq!(last(&seen), "Bearer t4");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_with_rejected_credentials_fails_fast_after_expiry() {
+    let (source, layer) = Source::layer(
+        Duration::from_secs(3),
+        &[2, 3, 4],
+        TokenErrorKind::CredentialsRejected,
+    );
+    let (service, _seen) = recorder(&layer);
+    call(&service).await.unwrap();
+    tokio::time::advance(Duration::from_millis(2800)).await;
+    call(&service).await.unwrap();
+    settle().await;
+    assert_eq!(source.calls(), 2);
+    tokio::time::advance(Duration::from_millis(300)).await;
+    let e = call(&service).await.unwrap_err();
+    assert!(e.token_error().unwrap().is_credentials_rejected(), "{e}");
+    assert_eq!(
+        source.calls(),
+        2,
+        "the server's refusal is kept, not retried"
+    );
+}
+
+/// A source that fails its first call with `Unavailable` and this
+/// `Retry-After`, then hands out tokens.
+fn throttled_once(retry_after: Duration) -> (Arc<AtomicUsize>, WokeloAuthLayer) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let source = token_source_fn(move |_current: Option<&Token>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            match n {
+                0 => Err(TokenError::new(TokenErrorKind::Unavailable, "503")
+                    .with_retry_after(retry_after)),
+                _ => Ok(Token::new("ok")),
+            }
+        }
+    });
+    (calls, WokeloAuthLayer::builder(source).build())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_of_any_size_neither_panics_nor_locks_the_client_out() {
+    for retry_after in [
+        Duration::from_secs(u64::MAX),
+        Duration::MAX,
+        Duration::from_secs(9_999_999_999),
+    ] {
+        let (calls, layer) = throttled_once(retry_after);
+        let (service, seen) = recorder(&layer);
+        let started = tokio::time::Instant::now();
+        let e = call(&service).await.unwrap_err();
+        assert_eq!(e.token_error().unwrap().kind(), TokenErrorKind::Unavailable);
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no wait past the fetch timeout"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // The server's wish is honoured up to the fetch timeout (30 s) only.
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(call(&service).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        call(&service).await.unwrap();
+        assert_eq!(last(&seen), "Bearer ok");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn configuration_values_of_any_size_do_not_panic() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let source = token_source_fn(move |_current: Option<&Token>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n == 1 {
+                Err(TokenError::new(TokenErrorKind::CredentialsRejected, "no"))
+            } else {
+                Ok(Token::new(format!("t{n}")).with_expires_in(Duration::MAX))
+            }
+        }
+    });
+    let layer = WokeloAuthLayer::builder(source)
+        .token_timeout(Duration::MAX)
+        .token_retry_backoff(Duration::MAX)
+        .credentials_backoff(Duration::MAX)
+        .unauthorized_backoff(Duration::MAX)
+        .max_refresh_margin(Duration::MAX)
+        .default_lifetime(Duration::MAX)
+        .store_sync_interval(Duration::MAX)
+        .build();
+    let (service, seen) = recorder(&layer);
+    let e = call(&service).await.unwrap_err();
+    assert!(e.token_error().unwrap().is_credentials_rejected());
+
+    // The credentials backoff is cut to MAX_FAILURE_WINDOW.
+    tokio::time::advance(wokelo_auth::MAX_FAILURE_WINDOW - Duration::from_secs(1)).await;
+    assert!(call(&service).await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    call(&service).await.unwrap();
+    assert_eq!(last(&seen), "Bearer t2");
+
+    // A year on (the longest lifetime believed), the token is renewed.
+    tokio::time::advance(wokelo_auth::MAX_LIFETIME).await;
+    call(&service).await.unwrap();
+    settle().await;
+    call(&service).await.unwrap();
+    assert_eq!(last(&seen), "Bearer t3");
+}
