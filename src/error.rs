@@ -387,8 +387,8 @@ mod tests {
 
     #[test]
     fn retry_after_is_capped() {
-        let e = TokenError::new(TokenErrorKind::Unavailable, "busy")
-            .with_retry_after(Duration::MAX);
+        let e =
+            TokenError::new(TokenErrorKind::Unavailable, "busy").with_retry_after(Duration::MAX);
         assert_eq!(e.retry_after(), Some(crate::source::MAX_RETRY_AFTER));
         let e = e.with_retry_after(Duration::from_secs(3));
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));

@@ -230,7 +230,10 @@ mod tests {
         ] {
             let e = ApiBase::parse(bad).unwrap_err();
             let text = format!("{e} {e:?}");
-            assert!(!text.contains("Sup3r") && !text.contains("analyst"), "{text}");
+            assert!(
+                !text.contains("Sup3r") && !text.contains("analyst"),
+                "{text}"
+            );
             assert!(text.contains(&format!("{shown:?}")), "{text}");
             assert!(text.contains(why), "{text}");
         }

@@ -94,7 +94,9 @@ impl Hostile {
     /// Serves `script` on `127.0.0.1`: `POST /auth/token/` answers what the
     /// script says for the request body (read as text); every other path is
     /// the API, which refuses the stale access token with `401`.
-    async fn start(script: impl Fn(Grant, &str) -> Reply + Send + Sync + 'static) -> (Self, String) {
+    async fn start(
+        script: impl Fn(Grant, &str) -> Reply + Send + Sync + 'static,
+    ) -> (Self, String) {
         let hostile = Self {
             script: Arc::new(script),
             grants: Arc::default(),
@@ -132,7 +134,10 @@ async fn token(State(hostile): State<Hostile>, body: Bytes) -> Response<Body> {
 
 async fn api(headers: HeaderMap) -> Response<Body> {
     let stale = format!("Bearer {STALE_ACCESS_TOKEN}");
-    let status = if headers.get("authorization").is_some_and(|v| v == stale.as_str()) {
+    let status = if headers
+        .get("authorization")
+        .is_some_and(|v| v == stale.as_str())
+    {
         401
     } else {
         200
@@ -209,7 +214,10 @@ fn assert_clean(case: &str, what: &str, text: &str) {
 fn shown(e: &Error) -> String {
     let mut text = format!("{e}\n{e:?}\n");
     if let Some(token_error) = e.token_error() {
-        text.push_str(&format!("{token_error}\n{token_error:?}\n{:?}\n", token_error.body()));
+        text.push_str(&format!(
+            "{token_error}\n{token_error:?}\n{:?}\n",
+            token_error.body()
+        ));
     }
     let mut source = e.source();
     while let Some(s) = source {
@@ -283,14 +291,30 @@ const CASES: &[Case] = &[
         answer: |body| {
             Reply::new(
                 403,
-                &format!("text/html; note={}", serde_urlencoded::to_string([("s", CLIENT_SECRET)]).unwrap()),
-                format!("<html><h1>Request blocked</h1><pre>{}</pre></html>", html(body)),
+                &format!(
+                    "text/html; note={}",
+                    serde_urlencoded::to_string([("s", CLIENT_SECRET)]).unwrap()
+                ),
+                format!(
+                    "<html><h1>Request blocked</h1><pre>{}</pre></html>",
+                    html(body)
+                ),
             )
-            .header("x-echo", serde_urlencoded::to_string([("p", PASSWORD)]).unwrap())
-            .header("www-authenticate", format!("Basic realm=\"{}\"", html(PASSWORD)))
+            .header(
+                "x-echo",
+                serde_urlencoded::to_string([("p", PASSWORD)]).unwrap(),
+            )
+            .header(
+                "www-authenticate",
+                format!("Basic realm=\"{}\"", html(PASSWORD)),
+            )
         },
         kind: Some(TokenErrorKind::InvalidResponse),
-        kept: &["text/html", "<html><h1>Request blocked</h1><pre>", "[REDACTED]"],
+        kept: &[
+            "text/html",
+            "<html><h1>Request blocked</h1><pre>",
+            "[REDACTED]",
+        ],
     },
     Case {
         name: "502 HTML page from a proxy quoting the body",
@@ -410,11 +434,18 @@ async fn hostile_answers_to_the_password_grant_show_no_secret() {
                 (kind, outcome) => panic!("{name}: expected {kind:?}, got {outcome:?}"),
             }
             assert_eq!(hostile.grants(), [Grant::Password], "{name}");
-            assert_clean(&name, "Debug of the layer", &format!("{layer:?} {service:?}"));
+            assert_clean(
+                &name,
+                "Debug of the layer",
+                &format!("{layer:?} {service:?}"),
+            );
         }
     }
     let log = captured.text();
-    assert!(log.contains("token fetch failed"), "failures are logged:\n{log}");
+    assert!(
+        log.contains("token fetch failed"),
+        "failures are logged:\n{log}"
+    );
     assert_clean("all cases", "the TRACE log", &log);
 }
 
@@ -438,7 +469,9 @@ async fn hostile_answers_to_the_refresh_grant_show_no_secret() {
         // Login, a 401 for the stale token, a refused refresh, a fallback
         // login that gets the stale token again: the retried request's 401
         // comes back.
-        let answer = send(&service, get(format!("{base}/api/echo"))).await.unwrap();
+        let answer = send(&service, get(format!("{base}/api/echo")))
+            .await
+            .unwrap();
         assert_eq!(answer.status, 401, "{encoding:?}");
         assert_eq!(
             hostile.grants(),
@@ -471,7 +504,9 @@ async fn an_html_403_on_a_refresh_does_not_fall_back_to_the_password_grant() {
     })
     .await;
     let service = client::<Empty<Bytes>>(&layer(&base, TokenRequestEncoding::Form));
-    let e = send(&service, get(format!("{base}/api/echo"))).await.unwrap_err();
+    let e = send(&service, get(format!("{base}/api/echo")))
+        .await
+        .unwrap_err();
     let token_error = e.token_error().expect("a token error");
     assert_eq!(token_error.kind(), TokenErrorKind::InvalidResponse, "{e}");
     assert_eq!(token_error.status().map(|s| s.as_u16()), Some(403));
@@ -486,7 +521,11 @@ async fn an_html_403_on_a_refresh_does_not_fall_back_to_the_password_grant() {
 /// again once that has passed.
 #[tokio::test]
 async fn a_huge_retry_after_neither_panics_nor_locks_the_client_out() {
-    for retry_after in ["18446744073709551615", "9999999999", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+    for retry_after in [
+        "18446744073709551615",
+        "9999999999",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+    ] {
         let calls = Mutex::new(0);
         let (hostile, base) = Hostile::start(move |_, _| {
             let mut calls = calls.lock().unwrap();
@@ -500,15 +539,23 @@ async fn a_huge_retry_after_neither_panics_nor_locks_the_client_out() {
         })
         .await;
         let service = client::<Empty<Bytes>>(&layer(&base, TokenRequestEncoding::Form));
-        let e = send(&service, get(format!("{base}/api/echo"))).await.unwrap_err();
+        let e = send(&service, get(format!("{base}/api/echo")))
+            .await
+            .unwrap_err();
         let token_error = e.token_error().expect("a token error");
         assert_eq!(token_error.kind(), TokenErrorKind::Unavailable, "{e}");
-        assert_eq!(token_error.retry_after(), Some(MAX_RETRY_AFTER), "{retry_after}");
+        assert_eq!(
+            token_error.retry_after(),
+            Some(MAX_RETRY_AFTER),
+            "{retry_after}"
+        );
 
         tokio::time::pause();
         tokio::time::advance(MAX_RETRY_AFTER + Duration::from_secs(1)).await;
         tokio::time::resume();
-        let answer = send(&service, get(format!("{base}/api/echo"))).await.unwrap();
+        let answer = send(&service, get(format!("{base}/api/echo")))
+            .await
+            .unwrap();
         assert_eq!(answer.status, 200, "{retry_after}");
         assert_eq!(hostile.grants().len(), 2, "{retry_after}");
     }

@@ -131,7 +131,9 @@ async fn an_error_description_quoting_the_request_body_is_scrubbed() {
     let credentials = Credentials::new("id", "S3cr3t", "u@example.com", "Hunter2")
         .with_base_url(server.base_url().parse().unwrap());
     let service = client::<Empty<Bytes>>(&WokeloAuthLayer::new(PasswordGrant::new(credentials)));
-    let error = send(&service, get(server.url("/api/echo"))).await.unwrap_err();
+    let error = send(&service, get(server.url("/api/echo")))
+        .await
+        .unwrap_err();
     let token_error = error.token_error().expect("a token error");
     assert_eq!(token_error.kind(), TokenErrorKind::Configuration);
     let expected = "Could not process request body: grant_type=password&client_id=id&client_secret=[REDACTED]&username=u%40example.com&password=[REDACTED]";
@@ -142,7 +144,10 @@ async fn an_error_description_quoting_the_request_body_is_scrubbed() {
     let shown = format!("{error}\n{error:?}");
     assert!(shown.contains(expected), "{shown}");
     let log = captured.text();
-    assert!(log.contains("token fetch failed") && log.contains(expected), "{log}");
+    assert!(
+        log.contains("token fetch failed") && log.contains(expected),
+        "{log}"
+    );
     let secrets = ["S3cr3t".to_owned(), "Hunter2".to_owned()];
     assert_absent(&shown, &secrets);
     assert_absent(&log, &secrets);
@@ -155,7 +160,10 @@ fn a_base_url_with_a_password_or_an_api_key_is_refused_without_quoting_them() {
             "https://analyst:Sup3rS3cret@api.wokelo.ai",
             "WOKELO_USERNAME and WOKELO_PASSWORD",
         ),
-        ("https://api.wokelo.ai/?api_key=Sup3rS3cret", "not an API key"),
+        (
+            "https://api.wokelo.ai/?api_key=Sup3rS3cret",
+            "not an API key",
+        ),
     ] {
         let e = url.parse::<ApiBase>().unwrap_err();
         let shown = format!("{e}\n{e:?}");

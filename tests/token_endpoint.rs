@@ -288,7 +288,8 @@ async fn protocol_errors_are_configuration_not_credentials() {
 
 #[tokio::test]
 async fn an_html_page_from_a_proxy_is_not_a_credentials_rejection() {
-    let page = "<html><head><title>403 Forbidden</title></head><body>Blocked by policy</body></html>";
+    let page =
+        "<html><head><title>403 Forbidden</title></head><body>Blocked by policy</body></html>";
     for (status, kind) in [
         (403, TokenErrorKind::InvalidResponse),
         (401, TokenErrorKind::InvalidResponse),

@@ -260,7 +260,10 @@ mod tests {
             Some("Could not process request body: grant_type=password&client_id=id&client_secret=[REDACTED]&username=u%40example.com&password=[REDACTED]")
         );
         let shown = format!("{e} {e:?}");
-        assert!(!shown.contains("S3cr3t") && !shown.contains("Hunter2"), "{shown}");
+        assert!(
+            !shown.contains("S3cr3t") && !shown.contains("Hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -277,7 +280,11 @@ mod tests {
             ("access_denied", TokenErrorKind::InvalidResponse),
         ] {
             for status in [200, 400, 401] {
-                let e = fail(status, "application/json", &format!(r#"{{"error":"{code}"}}"#));
+                let e = fail(
+                    status,
+                    "application/json",
+                    &format!(r#"{{"error":"{code}"}}"#),
+                );
                 assert_eq!(e.kind(), kind, "{code} with {status}");
                 assert!(e.to_string().contains(code), "{e}");
             }
@@ -320,19 +327,33 @@ mod tests {
 
     #[test]
     fn json_without_a_code_is_shown_but_is_no_rejection() {
-        let e = fail(401, "application/json", r#"{"detail":"Authentication credentials were not provided."}"#);
+        let e = fail(
+            401,
+            "application/json",
+            r#"{"detail":"Authentication credentials were not provided."}"#,
+        );
         assert_eq!(e.kind(), TokenErrorKind::InvalidResponse);
-        assert!(e.to_string().contains("Authentication credentials were not provided."), "{e}");
+        assert!(
+            e.to_string()
+                .contains("Authentication credentials were not provided."),
+            "{e}"
+        );
         let e = fail(400, "text/plain", "");
         assert!(e.to_string().contains("an empty body"), "{e}");
     }
 
     #[test]
     fn long_fields_and_control_characters_are_tamed() {
-        let long = format!(r#"{{"error":"invalid_grant","error_description":"{}\nINFO forged"}}"#, "x".repeat(1000));
+        let long = format!(
+            r#"{{"error":"invalid_grant","error_description":"{}\nINFO forged"}}"#,
+            "x".repeat(1000)
+        );
         let b = parse_error_body(long.as_bytes(), &scrubber());
         let description = b.error_description.unwrap();
-        assert!(description.chars().count() <= MAX_FIELD_CHARS + 3, "{description}");
+        assert!(
+            description.chars().count() <= MAX_FIELD_CHARS + 3,
+            "{description}"
+        );
         assert!(!description.contains('\n'));
     }
 }

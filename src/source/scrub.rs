@@ -198,7 +198,11 @@ mod tests {
             r#"p&ss word=\"\u00e9\"/+"#,
             "p&amp;ss word=&quot;é&quot;/+",
         ] {
-            assert_eq!(s.scrub(&format!("x {quoted} y")), "x [REDACTED] y", "{quoted}");
+            assert_eq!(
+                s.scrub(&format!("x {quoted} y")),
+                "x [REDACTED] y",
+                "{quoted}"
+            );
         }
     }
 

@@ -67,8 +67,8 @@ pub(crate) fn interpret(
 /// has no non-empty string `access_token`.
 #[cfg(test)]
 pub(crate) fn parse_token(body: &[u8]) -> Result<Token, TokenError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| not_json(&e, &format!("{} bytes", body.len())))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| not_json(&e, &format!("{} bytes", body.len())))?;
     token_from_json(&value)
 }
 
@@ -272,14 +272,23 @@ mod tests {
         ] {
             assert_eq!(retry_after(huge), Some(MAX_RETRY_AFTER), "{huge}");
         }
-        assert_eq!(retry_after("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
-        assert_eq!(retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(retry_after("60"), Some(MAX_RETRY_AFTER));
         for junk in ["-1", "1.5", "", "+5", "5s", "garbage", "0x10"] {
             assert_eq!(retry_after(junk), None, "{junk:?}");
         }
         let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, http::HeaderValue::from_bytes(b"\xff5").unwrap());
+        h.insert(
+            RETRY_AFTER,
+            http::HeaderValue::from_bytes(b"\xff5").unwrap(),
+        );
         assert_eq!(parse_retry_after(&h), None);
     }
 }
