@@ -236,6 +236,20 @@ fn layer(base: &str, encoding: TokenRequestEncoding) -> WokeloAuthLayer {
         .build()
 }
 
+/// Sends a request that must fail for want of a token of `kind`.
+async fn fails(
+    service: &wokelo_auth::WokeloAuth<common::HttpClient<Empty<Bytes>>>,
+    base: &str,
+    kind: TokenErrorKind,
+) -> Error {
+    let e = send(service, get(format!("{base}/api/echo")))
+        .await
+        .unwrap_err();
+    let token_error = e.token_error().expect("a token error");
+    assert_eq!(token_error.kind(), kind, "{e}");
+    e
+}
+
 const ENCODINGS: [TokenRequestEncoding; 3] = [
     TokenRequestEncoding::Form,
     TokenRequestEncoding::Json,
@@ -504,12 +518,11 @@ async fn an_html_403_on_a_refresh_does_not_fall_back_to_the_password_grant() {
     })
     .await;
     let service = client::<Empty<Bytes>>(&layer(&base, TokenRequestEncoding::Form));
-    let e = send(&service, get(format!("{base}/api/echo")))
-        .await
-        .unwrap_err();
-    let token_error = e.token_error().expect("a token error");
-    assert_eq!(token_error.kind(), TokenErrorKind::InvalidResponse, "{e}");
-    assert_eq!(token_error.status().map(|s| s.as_u16()), Some(403));
+    let e = fails(&service, &base, TokenErrorKind::InvalidResponse).await;
+    assert_eq!(
+        e.token_error().unwrap().status().map(|s| s.as_u16()),
+        Some(403)
+    );
     let text = shown(&e);
     assert!(text.contains("<html>Forbidden by policy: grant_type=refresh_token&amp;client_id=id&amp;client_secret=[REDACTED]"), "{text}");
     assert_clean("refresh 403", "the error", &text);
@@ -539,13 +552,9 @@ async fn a_huge_retry_after_neither_panics_nor_locks_the_client_out() {
         })
         .await;
         let service = client::<Empty<Bytes>>(&layer(&base, TokenRequestEncoding::Form));
-        let e = send(&service, get(format!("{base}/api/echo")))
-            .await
-            .unwrap_err();
-        let token_error = e.token_error().expect("a token error");
-        assert_eq!(token_error.kind(), TokenErrorKind::Unavailable, "{e}");
+        let e = fails(&service, &base, TokenErrorKind::Unavailable).await;
         assert_eq!(
-            token_error.retry_after(),
+            e.token_error().unwrap().retry_after(),
             Some(MAX_RETRY_AFTER),
             "{retry_after}"
         );

@@ -223,17 +223,25 @@ async fn odd_expires_in_values_still_give_a_usable_token() {
     }
 }
 
+/// Makes the next token request get `status` with `body` (as JSON).
+fn answer_next(server: &MockServer, status: u16, body: impl Into<String>) {
+    server.fail_next_token_requests(
+        1,
+        TokenFault::Status {
+            status,
+            body: body.into(),
+        },
+    );
+}
+
 #[tokio::test]
 async fn a_200_with_an_oauth_error_is_that_error() {
     let server = MockServer::start().await;
     let service = client::<Empty<Bytes>>(&common::builder(&server).build());
-    server.fail_next_token_requests(
-        1,
-        TokenFault::Status {
-            status: 200,
-            body: r#"{"error":"invalid_grant","error_description":"Invalid credentials given."}"#
-                .into(),
-        },
+    answer_next(
+        &server,
+        200,
+        r#"{"error":"invalid_grant","error_description":"Invalid credentials given."}"#,
     );
     let e = token_error(send(&service, get(server.url("/api/echo"))).await);
     assert_eq!(e.kind(), TokenErrorKind::CredentialsRejected, "{e}");
@@ -251,13 +259,7 @@ async fn a_200_with_an_oauth_error_is_that_error() {
 async fn an_unknown_error_code_in_a_200_is_an_invalid_response_naming_it() {
     let server = MockServer::start().await;
     let service = client::<Empty<Bytes>>(&common::builder(&server).build());
-    server.fail_next_token_requests(
-        1,
-        TokenFault::Status {
-            status: 200,
-            body: r#"{"error":"account_locked"}"#.into(),
-        },
-    );
+    answer_next(&server, 200, r#"{"error":"account_locked"}"#);
     let e = token_error(send(&service, get(server.url("/api/echo"))).await);
     assert_eq!(e.kind(), TokenErrorKind::InvalidResponse, "{e}");
     assert!(e.to_string().contains("`account_locked`"), "{e}");
@@ -272,13 +274,7 @@ async fn protocol_errors_are_configuration_not_credentials() {
     ] {
         let server = MockServer::start().await;
         let service = client::<Empty<Bytes>>(&common::builder(&server).build());
-        server.fail_next_token_requests(
-            1,
-            TokenFault::Status {
-                status,
-                body: format!(r#"{{"error":"{code}"}}"#),
-            },
-        );
+        answer_next(&server, status, format!(r#"{{"error":"{code}"}}"#));
         let e = token_error(send(&service, get(server.url("/api/echo"))).await);
         assert_eq!(e.kind(), TokenErrorKind::Configuration, "{code}: {e}");
         assert!(e.to_string().contains(code), "{e}");
@@ -299,13 +295,7 @@ async fn an_html_page_from_a_proxy_is_not_a_credentials_rejection() {
         let server = MockServer::start().await;
         let layer = common::builder(&server).token_retries(0).build();
         let service = client::<Empty<Bytes>>(&layer);
-        server.fail_next_token_requests(
-            1,
-            TokenFault::Status {
-                status,
-                body: page.into(),
-            },
-        );
+        answer_next(&server, status, page);
         let e = token_error(send(&service, get(server.url("/api/echo"))).await);
         assert_eq!(e.kind(), kind, "{status}: {e}");
         let message = e.to_string();
@@ -329,13 +319,11 @@ async fn a_refresh_answer_without_a_refresh_token_keeps_the_old_one() {
 
     // A 401 makes the layer refresh; the answer has a new access token only.
     let access = server.issue_token();
-    server.fail_next_token_requests(
-        1,
-        TokenFault::Status {
-            status: 200,
-            body: serde_json::json!({"access_token": access, "expires_in": 3600, "token_type": "Bearer"})
-                .to_string(),
-        },
+    answer_next(
+        &server,
+        200,
+        serde_json::json!({"access_token": access, "expires_in": 3600, "token_type": "Bearer"})
+            .to_string(),
     );
     server.fail_next_api_requests(1, ApiFault::Unauthorized);
     assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
