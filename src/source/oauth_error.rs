@@ -189,7 +189,12 @@ fn oauth_failure(grant: Grant, code: Code) -> (TokenErrorKind, String) {
             (Unavailable, "the token endpoint reported a temporary failure")
         }
     };
-    (kind, format!("{message} ({grant} grant)"))
+    // The grant goes with what happened, before what to do about it.
+    let message = match message.split_once("; ") {
+        Some((what, todo)) => format!("{what} ({grant} grant); {todo}"),
+        None => format!("{message} ({grant} grant)"),
+    };
+    (kind, message)
 }
 
 /// Reads whichever of `error`, `error_description`, `detail` and `message`
