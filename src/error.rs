@@ -43,8 +43,15 @@ impl TokenErrorKind {
 /// The error body of an OAuth2 token endpoint, or of the Wokelo API.
 ///
 /// Wokelo's error bodies vary in shape; whichever of these fields the server
-/// sent is kept so that error messages can show it. None of them ever holds a
-/// secret that this crate sent.
+/// sent is kept so that error messages can show it.
+///
+/// Filled by [`PasswordGrant`](crate::PasswordGrant), each field is the
+/// server's text with every secret the request carried (client secret,
+/// password, refresh token, the access token being renewed, and the tokens
+/// in the answer itself) replaced by `[REDACTED]`, in any encoding the server
+/// may quote it in; control characters are replaced by spaces and the text
+/// is cut to 200 characters. A secret shorter than 4 characters is replaced
+/// only where it stands alone, not inside longer words.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OAuthErrorBody {
     /// `error`, e.g. `invalid_grant`.
@@ -146,8 +153,11 @@ impl TokenError {
         self.map(|i| i.body = (!body.is_empty()).then_some(body))
     }
 
-    /// Sets how long the server asked to wait before trying again (`Retry-After`).
+    /// Sets how long the server asked to wait before trying again
+    /// (`Retry-After`), at most [`MAX_RETRY_AFTER`](crate::source::MAX_RETRY_AFTER):
+    /// a longer wait is cut to it.
     pub fn with_retry_after(self, retry_after: Duration) -> Self {
+        let retry_after = retry_after.min(crate::source::MAX_RETRY_AFTER);
         self.map(|i| i.retry_after = Some(retry_after))
     }
 
@@ -191,7 +201,8 @@ impl TokenError {
         self.inner.body.as_ref()
     }
 
-    /// How long the server asked to wait before trying again.
+    /// How long the server asked to wait before trying again, at most
+    /// [`MAX_RETRY_AFTER`](crate::source::MAX_RETRY_AFTER).
     pub fn retry_after(&self) -> Option<Duration> {
         self.inner.retry_after
     }
@@ -372,6 +383,15 @@ mod tests {
         let b = a.clone().with_status(StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(a.status(), None);
         assert_eq!(b.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        let e =
+            TokenError::new(TokenErrorKind::Unavailable, "busy").with_retry_after(Duration::MAX);
+        assert_eq!(e.retry_after(), Some(crate::source::MAX_RETRY_AFTER));
+        let e = e.with_retry_after(Duration::from_secs(3));
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
     }
 
     #[test]

@@ -31,11 +31,14 @@ impl ApiBase {
     /// # Errors
     ///
     /// When the URL does not parse, its scheme is not `http` or `https`, it
-    /// has no host, or it carries a query or user info.
+    /// has no host, or it carries a query, a fragment or user info. The
+    /// error quotes the URL without its user info, query and fragment (where
+    /// passwords and API keys would be), cut to 100 characters.
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
         let bad = |why: &str| {
             ConfigError::new(format!(
-                "invalid Wokelo base URL {url:?}: {why}; expected something like {DEFAULT_BASE_URL:?}"
+                "invalid Wokelo base URL {:?}: {why}; expected something like {DEFAULT_BASE_URL:?}",
+                redacted(url)
             ))
         };
         let uri: Uri = url.trim().parse().map_err(|_| bad("not a URL"))?;
@@ -47,10 +50,14 @@ impl ApiBase {
         };
         let authority = uri.authority().ok_or_else(|| bad("the host is missing"))?;
         if authority.as_str().contains('@') {
-            return Err(bad("user info is not allowed"));
+            return Err(bad(
+                "user info is not allowed; give the username and password as WOKELO_USERNAME and WOKELO_PASSWORD (Credentials), not in the URL",
+            ));
         }
-        if uri.query().is_some() {
-            return Err(bad("a query is not allowed"));
+        if uri.query().is_some() || url.contains('#') {
+            return Err(bad(
+                "a query or fragment is not allowed; remove everything from the `?` or `#` (the token endpoint takes the client credentials, not an API key)",
+            ));
         }
         let host = authority
             .host()
@@ -115,6 +122,24 @@ impl ApiBase {
     }
 }
 
+/// `url` as it may be quoted in an error: everything before the last `@`
+/// after the scheme (user info, or a password that broke the URL) and
+/// everything from the first `?` or `#` replaced, on one line, at most 100
+/// characters.
+fn redacted(url: &str) -> String {
+    let url = url.trim();
+    let (rest, tail) = match url.find(['?', '#']) {
+        Some(i) => (&url[..i], format!("{}[REDACTED]", &url[i..=i])),
+        None => (url, String::new()),
+    };
+    let start = rest.find("://").map_or(0, |i| i + 3);
+    let rest = match rest.rfind('@') {
+        Some(at) if at >= start => format!("{}[REDACTED]@{}", &rest[..start], &rest[at + 1..]),
+        _ => rest.to_owned(),
+    };
+    crate::source::scrub::one_line(&format!("{rest}{tail}"), 100)
+}
+
 impl Default for ApiBase {
     fn default() -> Self {
         Self::parse(DEFAULT_BASE_URL).expect("the default base URL is valid")
@@ -176,6 +201,45 @@ mod tests {
         assert!(!b.same_origin(&uri("http://127.0.0.1:8081/api/echo")));
         let v6 = ApiBase::parse("http://[::1]:9000").unwrap();
         assert!(v6.same_origin(&uri("http://[::1]:9000/api")));
+    }
+
+    #[test]
+    fn errors_never_quote_user_info_or_query_values() {
+        for (bad, shown, why) in [
+            (
+                "https://analyst:Sup3rS3cret@api.wokelo.ai",
+                "https://[REDACTED]@api.wokelo.ai",
+                "WOKELO_PASSWORD",
+            ),
+            (
+                "https://api.wokelo.ai/?api_key=Sup3rS3cret",
+                "https://api.wokelo.ai/?[REDACTED]",
+                "not an API key",
+            ),
+            (
+                "https://api.wokelo.ai#Sup3rS3cret",
+                "https://api.wokelo.ai#[REDACTED]",
+                "fragment",
+            ),
+            (
+                "https://analyst:Sup3r@S3cret@api.wokelo.ai/x?k=Sup3rS3cret",
+                "https://[REDACTED]@api.wokelo.ai/x?[REDACTED]",
+                "is not allowed",
+            ),
+            ("analyst:Sup3rS3cret@host", "[REDACTED]@host", ""),
+        ] {
+            let e = ApiBase::parse(bad).unwrap_err();
+            let text = format!("{e} {e:?}");
+            assert!(
+                !text.contains("Sup3r") && !text.contains("analyst"),
+                "{text}"
+            );
+            assert!(text.contains(&format!("{shown:?}")), "{text}");
+            assert!(text.contains(why), "{text}");
+        }
+        let long = format!("ftp://{}\n", "x".repeat(500));
+        let e = ApiBase::parse(&long).unwrap_err().to_string();
+        assert!(e.len() < 300 && !e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -5,8 +5,8 @@ mod common;
 use bytes::Bytes;
 use http_body_util::Empty;
 use wokelo_auth::{
-    testing::{ApiFault, MockServer},
-    token_source_fn, Credentials, PasswordGrant, Token, WokeloAuthLayer,
+    testing::{ApiFault, MockServer, TokenFault},
+    token_source_fn, ApiBase, Credentials, PasswordGrant, Token, TokenErrorKind, WokeloAuthLayer,
 };
 
 use common::{client, get, send, status_of, Captured};
@@ -111,4 +111,65 @@ async fn refresh_tokens_from_any_source_stay_out_of_logs() {
     assert_eq!(secrets.len(), 4);
     assert_absent(&captured.text(), &secrets);
     assert_absent(&format!("{layer:?}"), &secrets);
+}
+
+/// The token endpoint quotes the request body, secrets and all: the error and
+/// the WARN log keep its words with the client secret and the password
+/// replaced.
+#[tokio::test]
+async fn an_error_description_quoting_the_request_body_is_scrubbed() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber());
+    let server = MockServer::start().await;
+    server.fail_next_token_requests(
+        1,
+        TokenFault::Status {
+            status: 400,
+            body: r#"{"error":"invalid_request","error_description":"Could not process request body: grant_type=password&client_id=id&client_secret=S3cr3t&username=u%40example.com&password=Hunter2"}"#.into(),
+        },
+    );
+    let credentials = Credentials::new("id", "S3cr3t", "u@example.com", "Hunter2")
+        .with_base_url(server.base_url().parse().unwrap());
+    let service = client::<Empty<Bytes>>(&WokeloAuthLayer::new(PasswordGrant::new(credentials)));
+    let error = send(&service, get(server.url("/api/echo")))
+        .await
+        .unwrap_err();
+    let token_error = error.token_error().expect("a token error");
+    assert_eq!(token_error.kind(), TokenErrorKind::Configuration);
+    let expected = "Could not process request body: grant_type=password&client_id=id&client_secret=[REDACTED]&username=u%40example.com&password=[REDACTED]";
+    assert_eq!(
+        token_error.body().unwrap().error_description.as_deref(),
+        Some(expected)
+    );
+    let shown = format!("{error}\n{error:?}");
+    assert!(shown.contains(expected), "{shown}");
+    let log = captured.text();
+    assert!(
+        log.contains("token fetch failed") && log.contains(expected),
+        "{log}"
+    );
+    let secrets = ["S3cr3t".to_owned(), "Hunter2".to_owned()];
+    assert_absent(&shown, &secrets);
+    assert_absent(&log, &secrets);
+}
+
+#[test]
+fn a_base_url_with_a_password_or_an_api_key_is_refused_without_quoting_them() {
+    for (url, hint) in [
+        (
+            "https://analyst:Sup3rS3cret@api.wokelo.ai",
+            "WOKELO_USERNAME and WOKELO_PASSWORD",
+        ),
+        (
+            "https://api.wokelo.ai/?api_key=Sup3rS3cret",
+            "not an API key",
+        ),
+    ] {
+        let e = url.parse::<ApiBase>().unwrap_err();
+        let shown = format!("{e}\n{e:?}");
+        assert!(shown.contains("invalid Wokelo base URL"), "{shown}");
+        assert!(shown.contains(hint), "says what to do: {shown}");
+        assert!(shown.contains("api.wokelo.ai"), "says which URL: {shown}");
+        assert_absent(&shown, &["Sup3rS3cret".to_owned(), "analyst".to_owned()]);
+    }
 }

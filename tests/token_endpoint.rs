@@ -222,3 +222,118 @@ async fn odd_expires_in_values_still_give_a_usable_token() {
         assert_eq!(server.stats().token_requests, 1, "expires_in {value}");
     }
 }
+
+/// Makes the next token request get `status` with `body` (as JSON).
+fn answer_next(server: &MockServer, status: u16, body: impl Into<String>) {
+    server.fail_next_token_requests(
+        1,
+        TokenFault::Status {
+            status,
+            body: body.into(),
+        },
+    );
+}
+
+#[tokio::test]
+async fn a_200_with_an_oauth_error_is_that_error() {
+    let server = MockServer::start().await;
+    let service = client::<Empty<Bytes>>(&common::builder(&server).build());
+    answer_next(
+        &server,
+        200,
+        r#"{"error":"invalid_grant","error_description":"Invalid credentials given."}"#,
+    );
+    let e = token_error(send(&service, get(server.url("/api/echo"))).await);
+    assert_eq!(e.kind(), TokenErrorKind::CredentialsRejected, "{e}");
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(200));
+    let message = e.to_string();
+    assert!(
+        message.contains("invalid_grant: Invalid credentials given.")
+            && message.contains("WOKELO_PASSWORD"),
+        "{message}"
+    );
+    assert_eq!(server.stats().token_requests, 1, "not retried");
+}
+
+#[tokio::test]
+async fn an_unknown_error_code_in_a_200_is_an_invalid_response_naming_it() {
+    let server = MockServer::start().await;
+    let service = client::<Empty<Bytes>>(&common::builder(&server).build());
+    answer_next(&server, 200, r#"{"error":"account_locked"}"#);
+    let e = token_error(send(&service, get(server.url("/api/echo"))).await);
+    assert_eq!(e.kind(), TokenErrorKind::InvalidResponse, "{e}");
+    assert!(e.to_string().contains("`account_locked`"), "{e}");
+}
+
+#[tokio::test]
+async fn protocol_errors_are_configuration_not_credentials() {
+    for (status, code) in [
+        (400, "invalid_request"),
+        (400, "unsupported_grant_type"),
+        (400, "invalid_scope"),
+    ] {
+        let server = MockServer::start().await;
+        let service = client::<Empty<Bytes>>(&common::builder(&server).build());
+        answer_next(&server, status, format!(r#"{{"error":"{code}"}}"#));
+        let e = token_error(send(&service, get(server.url("/api/echo"))).await);
+        assert_eq!(e.kind(), TokenErrorKind::Configuration, "{code}: {e}");
+        assert!(e.to_string().contains(code), "{e}");
+        assert!(!e.to_string().contains("WOKELO_PASSWORD"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn an_html_page_from_a_proxy_is_not_a_credentials_rejection() {
+    let page =
+        "<html><head><title>403 Forbidden</title></head><body>Blocked by policy</body></html>";
+    for (status, kind) in [
+        (403, TokenErrorKind::InvalidResponse),
+        (401, TokenErrorKind::InvalidResponse),
+        (400, TokenErrorKind::InvalidResponse),
+        (503, TokenErrorKind::Unavailable),
+    ] {
+        let server = MockServer::start().await;
+        let layer = common::builder(&server).token_retries(0).build();
+        let service = client::<Empty<Bytes>>(&layer);
+        answer_next(&server, status, page);
+        let e = token_error(send(&service, get(server.url("/api/echo"))).await);
+        assert_eq!(e.kind(), kind, "{status}: {e}");
+        let message = e.to_string();
+        assert!(
+            message.contains("not an OAuth error")
+                && message.contains("<title>403 Forbidden</title>")
+                && message.contains(&format!("(HTTP {status})"))
+                && !message.contains("WOKELO_PASSWORD"),
+            "{message}"
+        );
+    }
+}
+
+/// RFC 6749 section 6: a refresh answer may omit `refresh_token`; the one
+/// just used then stays valid, and the next renewal uses it again.
+#[tokio::test]
+async fn a_refresh_answer_without_a_refresh_token_keeps_the_old_one() {
+    let server = MockServer::start().await;
+    let service = client::<Empty<Bytes>>(&common::builder(&server).build());
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
+
+    // A 401 makes the layer refresh; the answer has a new access token only.
+    let access = server.issue_token();
+    answer_next(
+        &server,
+        200,
+        serde_json::json!({"access_token": access, "expires_in": 3600, "token_type": "Bearer"})
+            .to_string(),
+    );
+    server.fail_next_api_requests(1, ApiFault::Unauthorized);
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
+
+    // The next renewal is a refresh with the first refresh token, which the
+    // mock still accepts (the injected answer did not rotate it).
+    server.fail_next_api_requests(1, ApiFault::Unauthorized);
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
+    let stats = server.stats();
+    assert_eq!(stats.password_grants, 1, "{stats:?}");
+    assert_eq!(stats.refresh_grants, 2, "{stats:?}");
+    assert_eq!(stats.invalid_grant, 0, "{stats:?}");
+}

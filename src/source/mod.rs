@@ -6,13 +6,15 @@
 //! - [`token_source_fn`]: any async closure, for a token from a file, a secrets
 //!   manager or another service.
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use crate::{ApiBase, Token, TokenError};
 
 mod credentials;
 mod fn_source;
+mod oauth_error;
 mod password_grant;
+pub(crate) mod scrub;
 mod static_token;
 pub(crate) mod token_response;
 
@@ -20,6 +22,16 @@ pub use credentials::Credentials;
 pub use fn_source::{token_source_fn, TokenSourceFn};
 pub use password_grant::{PasswordGrant, TokenRequestEncoding, MAX_TOKEN_RESPONSE_BYTES};
 pub use static_token::StaticToken;
+
+/// The longest wait a `Retry-After` header can ask for (60 s): longer values,
+/// in seconds or as an HTTP-date, count as this long.
+///
+/// A server, or a proxy in front of it, may send any value, up to
+/// `18446744073709551615` seconds or a date in the year 9999; honoured as
+/// sent, one such header would stop all token fetches for good. 60 s is the
+/// top of the backoff range Wokelo publishes (1 s to 60 s).
+/// [`TokenError::retry_after`](crate::TokenError::retry_after) never exceeds it.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// The future a [`TokenSource`] returns: boxed, `Send` and `'static`, so that
 /// implementations are a plain `Box::pin(async move { .. })` and the layer can

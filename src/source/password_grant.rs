@@ -1,16 +1,13 @@
 use std::{fmt, sync::Arc};
 
 use bytes::{Bytes, BytesMut};
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Method, Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use secrecy::{ExposeSecret, SecretString};
 use tower::ServiceExt;
 
-use super::{
-    token_response::{parse_error_body, parse_retry_after, parse_token},
-    Credentials, TokenFuture, TokenSource,
-};
+use super::{scrub::Scrubber, token_response::interpret, Credentials, TokenFuture, TokenSource};
 use crate::{
     token_client::{self, TokenHttpClient, TokenResponseBody},
     ApiBase, BoxError, Token, TokenError, TokenErrorKind,
@@ -44,7 +41,8 @@ impl std::str::FromStr for TokenRequestEncoding {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::from_name(s).ok_or_else(|| {
             crate::ConfigError::new(format!(
-                "unknown token request encoding {s:?}: use form, json or multipart"
+                "unknown token request encoding {:?}: use form, json or multipart",
+                super::scrub::one_line(s, 40)
             ))
         })
     }
@@ -97,14 +95,16 @@ struct Inner {
     client: TokenHttpClient,
 }
 
+/// The grant a token request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Grant {
+pub(crate) enum Grant {
     Password,
     Refresh,
 }
 
 impl Grant {
-    fn as_str(self) -> &'static str {
+    /// The `grant_type` value.
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Password => "password",
             Self::Refresh => "refresh_token",
@@ -180,12 +180,25 @@ impl PasswordGrant {
     }
 }
 
+/// The secrets of the token a fetch renews, which a token endpoint may quote.
+struct Current {
+    access_token: Option<SecretString>,
+    refresh_token: Option<SecretString>,
+}
+
 impl Inner {
-    async fn fetch(&self, refresh_token: Option<SecretString>) -> Result<Token, TokenError> {
-        if let Some(refresh_token) = refresh_token {
-            match self.request(Grant::Refresh, Some(&refresh_token)).await {
+    async fn fetch(&self, current: Current) -> Result<Token, TokenError> {
+        if let Some(refresh_token) = &current.refresh_token {
+            match self.request(Grant::Refresh, &current).await {
+                // RFC 6749 section 6: an answer without a refresh token means
+                // the one just used stays valid.
+                Ok(token) if token.refresh_token().is_none() => {
+                    return Ok(token.with_refresh_token(refresh_token.expose_secret()))
+                }
                 Ok(token) => return Ok(token),
                 Err(e) if is_refusal(&e) => {
+                    // The body's fields were scrubbed of every secret the
+                    // request carried, and are one line each.
                     tracing::info!(
                         status = e.status().map(|s| s.as_u16()),
                         error = %e.body().map(ToString::to_string).unwrap_or_default(),
@@ -195,14 +208,25 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
-        self.request(Grant::Password, None).await
+        self.request(Grant::Password, &current).await
     }
 
-    async fn request(
-        &self,
-        grant: Grant,
-        refresh_token: Option<&SecretString>,
-    ) -> Result<Token, TokenError> {
+    /// Every secret a request of this source may carry, and the access token
+    /// it renews (which a server may echo back).
+    fn scrubber(&self, current: &Current) -> Scrubber {
+        let mut scrubber = Scrubber::default();
+        scrubber.add(self.credentials.client_secret.expose_secret());
+        scrubber.add(self.credentials.password.expose_secret());
+        for token in [&current.refresh_token, &current.access_token]
+            .into_iter()
+            .flatten()
+        {
+            scrubber.add(token.expose_secret());
+        }
+        scrubber
+    }
+
+    async fn request(&self, grant: Grant, current: &Current) -> Result<Token, TokenError> {
         let c = &self.credentials;
         if c.base.is_https() && !cfg!(feature = "rustls") {
             return Err(TokenError::new(
@@ -224,7 +248,9 @@ impl Inner {
                 fields.push(("password", c.password.expose_secret()));
             }
             Grant::Refresh => {
-                let rt = refresh_token
+                let rt = current
+                    .refresh_token
+                    .as_ref()
                     .map(ExposeSecret::expose_secret)
                     .unwrap_or_default();
                 fields.push(("refresh_token", rt));
@@ -255,7 +281,7 @@ impl Inner {
             )
             .with_boxed_source(e)
         })?;
-        let outcome = self.read(grant, response).await;
+        let outcome = self.read(grant, response, self.scrubber(current)).await;
         tracing::debug!(
             grant = grant.as_str(),
             ok = outcome.is_ok(),
@@ -268,6 +294,7 @@ impl Inner {
         &self,
         grant: Grant,
         response: Response<TokenResponseBody>,
+        scrubber: Scrubber,
     ) -> Result<Token, TokenError> {
         let (parts, body) = response.into_parts();
         let status = parts.status;
@@ -277,7 +304,7 @@ impl Inner {
                 return Err(TokenError::new(
                     TokenErrorKind::InvalidResponse,
                     format!(
-                        "the token endpoint's response body exceeds {} KiB; check the base URL points at the Wokelo API",
+                        "the token endpoint's response body exceeds {} KiB; check WOKELO_BASE_URL points at the Wokelo API",
                         MAX_TOKEN_RESPONSE_BYTES / 1024
                     ),
                 )
@@ -292,38 +319,7 @@ impl Inner {
                 .with_boxed_source(e));
             }
         };
-        if status.is_success() {
-            return parse_token(&body).map_err(|e| e.with_status(status));
-        }
-        let error_body = parse_error_body(&body);
-        let (kind, message) = match status {
-            StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => (
-                TokenErrorKind::Unavailable,
-                "the token endpoint is busy".to_owned(),
-            ),
-            s if s.is_server_error() => (
-                TokenErrorKind::Unavailable,
-                "the token endpoint failed".to_owned(),
-            ),
-            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => (
-                TokenErrorKind::CredentialsRejected,
-                rejection_hint(grant, error_body.error.as_deref()).to_owned(),
-            ),
-            _ => (
-                TokenErrorKind::InvalidResponse,
-                format!(
-                    "unexpected answer from the token endpoint {}; check WOKELO_BASE_URL",
-                    self.token_url
-                ),
-            ),
-        };
-        let mut error = TokenError::new(kind, message)
-            .with_status(status)
-            .with_body(error_body);
-        if let Some(after) = parse_retry_after(&parts.headers) {
-            error = error.with_retry_after(after);
-        }
-        Err(error)
+        interpret(grant, status, &parts.headers, &body, scrubber)
     }
 }
 
@@ -342,28 +338,22 @@ async fn read_limited(mut body: TokenResponseBody) -> Result<Option<Bytes>, BoxE
     Ok(Some(buf.freeze()))
 }
 
-fn rejection_hint(grant: Grant, error: Option<&str>) -> &'static str {
-    match (grant, error) {
-        (_, Some("invalid_client")) | (_, Some("unauthorized_client")) => {
-            "the token endpoint rejected the client credentials; check WOKELO_CLIENT_ID and WOKELO_CLIENT_SECRET"
-        }
-        (Grant::Refresh, _) => "the token endpoint refused the refresh token",
-        (Grant::Password, Some("unsupported_grant_type")) => {
-            "the token endpoint does not accept the password grant for this client"
-        }
-        (Grant::Password, _) => {
-            "the token endpoint rejected the credentials; check WOKELO_USERNAME and WOKELO_PASSWORD"
-        }
-    }
-}
-
-/// A refused refresh: any 4xx except the transient 408 and 429.
+/// A refused refresh, after which the password grant is tried: the OAuth
+/// server itself answered with an error code that is not transient (a
+/// stale or revoked refresh token is `invalid_grant`; a server that does not
+/// support the refresh grant says `unsupported_grant_type`, ...).
+///
+/// Anything else is not a refusal. A transient failure is retried by the
+/// layer with the same refresh token. An answer that is not an OAuth error,
+/// such as a proxy's or firewall's HTML page, comes from something between
+/// the client and the OAuth server: the password grant would meet it just
+/// the same, so the password is not sent into it and the error is returned.
 fn is_refusal(e: &TokenError) -> bool {
-    e.status().is_some_and(|s| {
-        s.is_client_error()
-            && s != StatusCode::REQUEST_TIMEOUT
-            && s != StatusCode::TOO_MANY_REQUESTS
-    })
+    e.status().is_some()
+        && matches!(
+            e.kind(),
+            TokenErrorKind::CredentialsRejected | TokenErrorKind::Configuration
+        )
 }
 
 fn encode(encoding: TokenRequestEncoding, fields: &[(&str, &str)]) -> (String, Bytes) {
@@ -416,8 +406,11 @@ fn encode(encoding: TokenRequestEncoding, fields: &[(&str, &str)]) -> (String, B
 impl TokenSource for PasswordGrant {
     fn fetch(&self, current: Option<&Token>) -> TokenFuture {
         let inner = self.inner.clone();
-        let refresh_token = current.and_then(|t| t.refresh_token().cloned());
-        Box::pin(async move { inner.fetch(refresh_token).await })
+        let current = Current {
+            access_token: current.map(|t| t.access_token().clone()),
+            refresh_token: current.and_then(|t| t.refresh_token().cloned()),
+        };
+        Box::pin(async move { inner.fetch(current).await })
     }
 
     fn api_base(&self) -> Option<&ApiBase> {

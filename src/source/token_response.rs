@@ -1,35 +1,95 @@
-//! Parsing the token endpoint's answers: the success body, the error bodies
-//! and `Retry-After`.
+//! Reading the token endpoint's answers: the success body, `Retry-After`,
+//! and which answers are failures (told apart in [`super::oauth_error`]).
 
 use std::time::{Duration, SystemTime};
 
-use http::{header::RETRY_AFTER, HeaderMap};
+use http::{header::RETRY_AFTER, HeaderMap, StatusCode};
 use serde_json::Value;
 
-use crate::{error::OAuthErrorBody, Token, TokenError, TokenErrorKind};
+use super::{oauth_error, password_grant::Grant, scrub::Scrubber, MAX_RETRY_AFTER};
+use crate::{Token, TokenError, TokenErrorKind};
 
-/// Parses a `200` body into a [`Token`].
+/// What an answer of the token endpoint means: a token, or why there is none.
+///
+/// `scrubber` knows the secrets the request carried; the tokens in the
+/// answer are added to it, so that no text quoted from the answer shows them.
+///
+/// # Errors
+///
+/// A non-success status, a success whose body is an OAuth error (some servers
+/// answer `200 {"error": ...}`), or a success without a usable token; see
+/// [`super::oauth_error`] for the kinds.
+pub(crate) fn interpret(
+    grant: Grant,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    mut scrubber: Scrubber,
+) -> Result<Token, TokenError> {
+    let json = serde_json::from_slice::<Value>(body);
+    if let Ok(Value::Object(obj)) = &json {
+        for key in ["access_token", "refresh_token", "id_token"] {
+            if let Some(Value::String(secret)) = obj.get(key) {
+                scrubber.add(secret);
+            }
+        }
+    }
+    let oauth_error = matches!(&json, Ok(Value::Object(obj)) if oauth_error::is_error_object(obj));
+    let outcome = match json {
+        _ if !status.is_success() || oauth_error => Err(oauth_error::failure(
+            grant, status, headers, body, &scrubber,
+        )),
+        Ok(value) => token_from_json(&value),
+        Err(e) => Err(not_json(
+            &e,
+            &format!(
+                "{}, {}",
+                oauth_error::content_type(headers, &scrubber),
+                oauth_error::body_excerpt(body, &scrubber)
+            ),
+        )),
+    };
+    outcome.map_err(|e| {
+        let e = e.with_status(status);
+        match parse_retry_after(headers) {
+            Some(after) => e.with_retry_after(after),
+            None => e,
+        }
+    })
+}
+
+/// Parses a success body into a [`Token`], as [`interpret`] does for a `200`
+/// (without the content type and body excerpt): for the property tests.
 ///
 /// # Errors
 ///
 /// [`TokenErrorKind::InvalidResponse`] when the body is not a JSON object or
 /// has no non-empty string `access_token`.
+#[cfg(test)]
 pub(crate) fn parse_token(body: &[u8]) -> Result<Token, TokenError> {
-    let invalid = |why: &str| {
-        TokenError::new(
-            TokenErrorKind::InvalidResponse,
-            format!("the token endpoint answered 200 but {why}; check the base URL points at the Wokelo API"),
-        )
-    };
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        invalid(&format!(
-            "the body is not JSON ({} bytes, {:?} error at line {} column {})",
-            body.len(),
-            e.classify(),
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| not_json(&e, &format!("{} bytes", body.len())))?;
+    token_from_json(&value)
+}
+
+fn invalid(why: &str) -> TokenError {
+    TokenError::new(
+        TokenErrorKind::InvalidResponse,
+        format!("the token endpoint answered with success but {why}; check WOKELO_BASE_URL points at the Wokelo API"),
+    )
+}
+
+/// `what` describes the body; the parser's complaint is added to it.
+fn not_json(e: &serde_json::Error, what: &str) -> TokenError {
+    invalid(&format!(
+        "the body is not JSON ({what}; {:?} error at line {} column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    ))
+}
+
+fn token_from_json(value: &Value) -> Result<Token, TokenError> {
     let obj = value
         .as_object()
         .ok_or_else(|| invalid("the body is not a JSON object"))?;
@@ -53,6 +113,13 @@ pub(crate) fn parse_token(body: &[u8]) -> Result<Token, TokenError> {
     Ok(token)
 }
 
+/// The fields of an error body, with no secrets to scrub: for the property
+/// tests, which feed it arbitrary bytes.
+#[cfg(test)]
+pub(crate) fn parse_error_body(body: &[u8]) -> crate::OAuthErrorBody {
+    oauth_error::parse_error_body(body, &Scrubber::default())
+}
+
 /// `expires_in` as a duration: a positive, finite number of seconds (integer,
 /// float or numeric string), saturated at [`crate::MAX_LIFETIME`]. Zero,
 /// negative, non-finite and non-numeric values give `None`: the layer then
@@ -71,54 +138,30 @@ pub(crate) fn lifetime_from_json(value: &Value) -> Option<Duration> {
     ))
 }
 
-/// Reads whichever of `error`, `error_description`, `detail` and `message`
-/// an error body carries. Also understands the variant
-/// `{"invalid_grant": "The access token of your Refresh Token does not exist."}`.
-pub(crate) fn parse_error_body(body: &[u8]) -> OAuthErrorBody {
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
-        return OAuthErrorBody::default();
-    };
-    let text = |k: &str| match obj.get(k) {
-        Some(Value::String(s)) => Some(truncate(s)),
-        Some(Value::Array(a)) => a.first().and_then(Value::as_str).map(truncate),
-        _ => None,
-    };
-    let mut parsed = OAuthErrorBody {
-        error: text("error"),
-        error_description: text("error_description"),
-        detail: text("detail"),
-        message: text("message"),
-    };
-    if parsed.is_empty() {
-        if let Some((k, Value::String(v))) = obj.iter().next() {
-            parsed.error = Some(truncate(k));
-            parsed.error_description = Some(truncate(v));
-        }
-    }
-    parsed
-}
-
-/// Server text ends up in error messages: keep it short.
-fn truncate(s: &str) -> String {
-    const MAX: usize = 200;
-    match s.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
-/// `Retry-After` as a delay from now: either delay-seconds or an HTTP-date.
+/// `Retry-After` as a delay from now: either delay-seconds or an HTTP-date
+/// (RFC 9110 section 10.2.3), at most [`MAX_RETRY_AFTER`]. A date in the past
+/// is zero; anything else (negative, fractional, empty, garbage) is `None`.
 pub(crate) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     parse_retry_after_at(headers, SystemTime::now())
 }
 
 pub(crate) fn parse_retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // delay-seconds is 1*DIGIT: more digits than a u64 holds is still a
+        // (very long) delay, clamped below like any other.
+        value
+            .parse::<u64>()
+            .map_or(Duration::MAX, Duration::from_secs)
+    } else {
+        // Subtracting two SystemTimes cannot overflow; adding to one can,
+        // which is why the date is compared and never added.
+        httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -187,10 +230,6 @@ mod tests {
             br#"{"error":"invalid_grant","error_description":"Invalid credentials given."}"#,
         );
         assert_eq!(b.to_string(), "invalid_grant: Invalid credentials given.");
-        let b = parse_error_body(
-            br#"{"invalid_grant": "The access token of your Refresh Token does not exist."}"#,
-        );
-        assert_eq!(b.error.as_deref(), Some("invalid_grant"));
         let b = parse_error_body(br#"{"detail":"Authentication credentials were not provided."}"#);
         assert_eq!(
             b.detail.as_deref(),
@@ -203,16 +242,53 @@ mod tests {
         assert!(parse_error_body(long.as_bytes()).error.unwrap().len() < 210);
     }
 
+    fn retry_after(value: &str) -> Option<Duration> {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, value.parse().unwrap());
+        parse_retry_after_at(&h, now)
+    }
+
     #[test]
     fn retry_after_seconds_and_date() {
+        assert_eq!(retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(" 5 "), Some(Duration::from_secs(5)));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(retry_after(&later), Some(Duration::from_secs(30)));
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        h.insert(RETRY_AFTER, later.parse().unwrap());
-        assert_eq!(parse_retry_after_at(&h, now), Some(Duration::from_secs(30)));
-        h.insert(RETRY_AFTER, "garbage".parse().unwrap());
+    }
+
+    #[test]
+    fn retry_after_is_bounded_and_junk_is_none() {
+        for huge in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999999",
+            "9999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(retry_after(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        assert_eq!(
+            retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("60"), Some(MAX_RETRY_AFTER));
+        for junk in ["-1", "1.5", "", "+5", "5s", "garbage", "0x10"] {
+            assert_eq!(retry_after(junk), None, "{junk:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            RETRY_AFTER,
+            http::HeaderValue::from_bytes(b"\xff5").unwrap(),
+        );
         assert_eq!(parse_retry_after(&h), None);
     }
 }
