@@ -117,7 +117,7 @@ pub use retry_policy::{ReplayableBody, RetryBody, WokeloRetryPolicy};
 pub use service::WokeloAuth;
 pub use source::{
     token_source_fn, Credentials, PasswordGrant, StaticToken, TokenFuture, TokenRequestEncoding,
-    TokenSource, TokenSourceFn, MAX_TOKEN_RESPONSE_BYTES,
+    TokenSource, TokenSourceFn, MAX_RETRY_AFTER, MAX_TOKEN_RESPONSE_BYTES,
 };
 pub use token::Token;
 

@@ -116,10 +116,16 @@ proptest! {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from(secs));
-        prop_assert_eq!(parse_retry_after_at(&h, now), Some(Duration::from_secs(secs.into())));
+        prop_assert_eq!(
+            parse_retry_after_at(&h, now),
+            Some(Duration::from_secs(secs.into()).min(crate::source::MAX_RETRY_AFTER))
+        );
         let date = httpdate::fmt_http_date(now + Duration::from_secs(secs.into()));
         h.insert(RETRY_AFTER, HeaderValue::from_str(&date).unwrap());
-        prop_assert_eq!(parse_retry_after_at(&h, now), Some(Duration::from_secs(secs.into())));
+        prop_assert_eq!(
+            parse_retry_after_at(&h, now),
+            Some(Duration::from_secs(secs.into()).min(crate::source::MAX_RETRY_AFTER))
+        );
         if let Ok(v) = HeaderValue::from_str(&junk) {
             h.insert(RETRY_AFTER, v);
             let _ = parse_retry_after_at(&h, now);
