@@ -44,8 +44,10 @@ use pin_project_lite::pin_project;
 /// The default cap on the memory kept to replay one request's body: 64 KiB.
 ///
 /// The cap counts what the layer holds for the replay: the body's bytes and
-/// trailers plus its own bookkeeping (about 120 bytes per request and 64 to 160 per chunk;
-/// see [`max_replay_body_bytes`](crate::WokeloAuthBuilder::max_replay_body_bytes)),
+/// trailers plus its own bookkeeping (about 120 bytes per request, 64 to 160
+/// per chunk, and for trailers about 140 bytes per field and 4 per slot of
+/// their map; see
+/// [`max_replay_body_bytes`](crate::WokeloAuthBuilder::max_replay_body_bytes)),
 /// so the largest body replayed under it is a little under 64 KiB.
 pub const DEFAULT_MAX_REPLAY_BODY_BYTES: usize = 64 * 1024;
 
