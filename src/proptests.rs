@@ -135,31 +135,52 @@ proptest! {
     #[test]
     fn replay_is_byte_exact_or_refused(
         chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..12),
+        trailer in prop::option::of("[a-z0-9]{0,400}"),
         cap in 0usize..4096,
     ) {
         let total: usize = chunks.iter().map(Vec::len).sum();
         let expected: Vec<u8> = chunks.concat();
-        let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+        let trailers = trailer.map(|v| {
+            let mut t = HeaderMap::new();
+            t.insert("x-trailer", HeaderValue::from_str(&v).unwrap());
+            t
+        });
+        let mut frames: Vec<Result<Frame<Bytes>, Infallible>> =
             chunks.into_iter().map(|c| Ok(Frame::data(Bytes::from(c)))).collect();
+        frames.extend(trailers.clone().map(|t| Ok(Frame::trailers(t))));
         let body = StreamBody::new(futures_util::stream::iter(frames));
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(async {
             let (first, handle) = ReplayBody::capture(body, cap);
-            let sent = first.collect().await.unwrap().to_bytes();
-            assert_eq!(&sent[..], &expected[..], "the first attempt streams everything");
+            let sent = first.collect().await.unwrap();
+            assert_eq!(sent.trailers(), trailers.as_ref());
+            assert_eq!(&sent.to_bytes()[..], &expected[..], "the first attempt streams everything");
             match handle.replay::<Empty<Bytes>>() {
                 Some(replay) => {
                     assert!(total <= cap, "{total} bytes replayed with a cap of {cap}");
-                    let again = replay.collect().await.unwrap().to_bytes();
-                    assert_eq!(&again[..], &expected[..]);
+                    let again = replay.collect().await.unwrap();
+                    assert_eq!(again.trailers(), trailers.as_ref());
+                    assert_eq!(&again.to_bytes()[..], &expected[..]);
                 }
-                // The cap counts the bookkeeping too: well under 2 KiB for a
-                // dozen chunks.
+                // The cap counts the bookkeeping too: well under 3 KiB for a
+                // dozen chunks and the trailers.
                 None => assert!(
-                    total + 2048 > cap,
+                    total + 3072 > cap,
                     "{total} bytes well within the cap {cap} must replay"
                 ),
             }
         });
+    }
+
+    #[test]
+    fn any_backoff_is_within_its_bounds(
+        base in any::<(u64, u32)>(),
+        max in any::<(u64, u32)>(),
+        attempt in any::<u32>(),
+    ) {
+        let base = Duration::new(base.0, base.1 % 1_000_000_000);
+        let max = Duration::new(max.0, max.1 % 1_000_000_000);
+        let d = crate::backoff::jittered(base, max, attempt);
+        prop_assert!(d <= max && d <= base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1))));
     }
 }

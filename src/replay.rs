@@ -9,6 +9,22 @@
 //! whole body went out within the cap, the retry sends the kept chunks. A body
 //! that outgrows the cap drops what was kept at once and is not retried, so
 //! the layer never holds more than the cap.
+//!
+//! How a body ends decides whether it went out whole, and every ending a
+//! [`Body`] may use counts:
+//!
+//! | the body ends with | went out whole when | the retry sends |
+//! |---|---|---|
+//! | a data frame after which `is_end_stream` is true | that frame is read | the data, exact size |
+//! | a `None` poll (end flagged late) | the `None` is read | the data, exact size |
+//! | its exact size hint's last byte (HTTP/1.1 with `content-length` reads no further) | that byte is read | the data, exact size |
+//! | a trailers frame | the trailers are read | the data, then the same trailers; the size is a lower bound only, so that HTTP/1.1 sends it chunked, the only framing that carries trailers |
+//! | `is_end_stream` before any poll (`Empty`) | at once | an empty body |
+//! | an error | never: not replayed, the `401` goes back | |
+//! | past the cap (bytes, trailers and bookkeeping) | never: not replayed, the `401` goes back | |
+//!
+//! Empty data frames carry nothing and are not kept: the retry sends the
+//! same bytes without them.
 
 use std::{
     any::Any,
@@ -27,9 +43,11 @@ use pin_project_lite::pin_project;
 
 /// The default cap on the memory kept to replay one request's body: 64 KiB.
 ///
-/// The cap counts what the layer holds for the replay: the body's bytes plus
-/// its own bookkeeping (about 120 bytes per request and 64 to 160 per chunk;
-/// see [`max_replay_body_bytes`](crate::WokeloAuthBuilder::max_replay_body_bytes)),
+/// The cap counts what the layer holds for the replay: the body's bytes and
+/// trailers plus its own bookkeeping (about 120 bytes per request, 64 to 160
+/// per chunk, and for trailers about 140 bytes per field and 4 per slot of
+/// their map; see
+/// [`max_replay_body_bytes`](crate::WokeloAuthBuilder::max_replay_body_bytes)),
 /// so the largest body replayed under it is a little under 64 KiB.
 pub const DEFAULT_MAX_REPLAY_BODY_BYTES: usize = 64 * 1024;
 
@@ -84,7 +102,13 @@ pub(crate) struct Buffer {
     count: usize,
     /// The most memory to hold: body bytes and bookkeeping together.
     cap: usize,
+    /// The body's exact size, if its size hint gave one: once that many
+    /// bytes are read the data is whole, even if the end is never polled
+    /// (HTTP/1.1 with a `content-length` stops reading there).
+    exact: Option<u64>,
     trailers: Option<Box<HeaderMap>>,
+    /// What the kept trailers cost against the cap.
+    trailers_cost: usize,
     complete: bool,
     /// Over the cap, or the body failed: cannot be replayed.
     abandoned: bool,
@@ -195,13 +219,18 @@ impl ReplayHandle {
         {
             return Self::TooLarge;
         }
+        let exact = body.size_hint().exact();
         Self::Buffered(Arc::new(Mutex::new(Buffer {
             chunks: Chunks::default(),
             len: 0,
             count: 0,
             cap,
+            exact,
             trailers: None,
-            complete: false,
+            trailers_cost: 0,
+            // No data to come: HTTP/1.1 sends `content-length: 0` and never
+            // polls the body.
+            complete: exact == Some(0),
             abandoned: false,
         })))
     }
@@ -253,21 +282,77 @@ impl ReplayHandle {
     }
 }
 
+/// What keeping a copy of `trailers` costs: the map (boxed), its index
+/// (a copy keeps the original's size: 4 bytes a slot, counted at the map's
+/// capacity), an entry for every value, and the bytes of every name and
+/// value (each value its own `Bytes`, with a record like a chunk's).
+fn trailers_cost(trailers: &HeaderMap) -> usize {
+    let entry = std::mem::size_of::<(http::HeaderName, http::HeaderValue)>()
+        // An entry's hash and links.
+        + 4 * std::mem::size_of::<usize>();
+    let map = std::mem::size_of::<HeaderMap>()
+        .saturating_add(trailers.capacity().saturating_mul(4))
+        .saturating_add(trailers.len().saturating_mul(entry));
+    trailers.iter().fold(map, |cost, (name, value)| {
+        cost.saturating_add(name.as_str().len())
+            .saturating_add(value.len())
+            .saturating_add(CHUNK_OVERHEAD)
+    })
+}
+
+impl ReplayHandle {
+    /// The size hint and `is_end_stream` of the body [`replay`](Self::replay)
+    /// would give now, without building it; `None` if it would give none.
+    pub(crate) fn replay_hint(&self) -> Option<(SizeHint, bool)> {
+        match self {
+            Self::Empty => Some((SizeHint::with_exact(0), true)),
+            Self::Whole(data) => Some((SizeHint::with_exact(data.len() as u64), data.is_empty())),
+            Self::TooLarge => None,
+            Self::Buffered(buffer) => {
+                let buffer = buffer.lock().unwrap_or_else(PoisonError::into_inner);
+                let trailers = buffer.trailers.is_some();
+                (buffer.complete && !buffer.abandoned).then(|| {
+                    (
+                        replay_size_hint(buffer.len as u64, trailers),
+                        buffer.len == 0 && !trailers,
+                    )
+                })
+            }
+        }
+    }
+}
+
 impl Buffer {
-    /// What keeping one more chunk of `len` bytes would hold at its peak:
-    /// the bytes and records of every chunk, the buffer, and the list of
-    /// chunks, counting both lists while it grows.
+    /// What is held now: the bytes and records of every chunk, the
+    /// trailers, the buffer and the list of chunks.
+    fn held(&self) -> usize {
+        (BUFFER_OVERHEAD + self.chunks.rest.capacity() * std::mem::size_of::<Bytes>())
+            .saturating_add(self.count.saturating_mul(CHUNK_OVERHEAD))
+            .saturating_add(self.trailers_cost)
+            .saturating_add(self.len)
+    }
+
+    /// What keeping one more chunk of `len` bytes would hold at its peak,
+    /// counting both lists while the list grows, and the capacity to grow
+    /// it to.
     fn cost_with(&self, len: usize) -> (usize, Option<usize>) {
-        let slot = std::mem::size_of::<Bytes>();
         let rest = &self.chunks.rest;
         let grow_to = (self.chunks.first.is_some() && rest.len() == rest.capacity())
             .then(|| (rest.capacity() * 2).max(4));
-        let list = grow_to.map_or(rest.capacity() * slot, |c| (c + rest.capacity()) * slot);
-        let cost = BUFFER_OVERHEAD
-            + list
-            + (self.count + 1) * CHUNK_OVERHEAD
-            + self.len.saturating_add(len);
+        let growth = grow_to.map_or(0, |c| c * std::mem::size_of::<Bytes>());
+        let cost = self
+            .held()
+            .saturating_add(growth + CHUNK_OVERHEAD)
+            .saturating_add(len);
         (cost, grow_to)
+    }
+
+    /// Lets go of everything kept: the body cannot be replayed.
+    fn abandon(&mut self) {
+        self.abandoned = true;
+        self.chunks.clear();
+        self.trailers = None;
+        self.trailers_cost = 0;
     }
 
     fn record<E>(&mut self, frame: &Option<Result<Frame<Bytes>, E>>, ended: bool) {
@@ -278,30 +363,51 @@ impl Buffer {
                         let (cost, grow_to) = self.cost_with(data.len());
                         if cost > self.cap {
                             // Over the cap: let go of the copy now.
-                            self.abandoned = true;
-                            self.chunks.clear();
-                        } else {
-                            if let Some(capacity) = grow_to {
-                                let rest = &mut self.chunks.rest;
-                                rest.reserve_exact(capacity - rest.len());
-                            }
-                            self.len += data.len();
-                            self.count += 1;
-                            self.chunks.push(data.clone());
+                            self.abandon();
+                            return;
                         }
+                        if let Some(capacity) = grow_to {
+                            let rest = &mut self.chunks.rest;
+                            rest.reserve_exact(capacity - rest.len());
+                        }
+                        self.len += data.len();
+                        self.count += 1;
+                        self.chunks.push(data.clone());
                     }
+                    // The last byte of a body of known size: nothing else
+                    // may be read (a sender that trusts the size stops here).
+                    self.complete |= self.exact == Some(self.len as u64);
                 } else if let Some(trailers) = frame.trailers_ref() {
+                    let cost = trailers_cost(trailers);
+                    if self.held().saturating_add(cost) > self.cap {
+                        self.abandon();
+                        return;
+                    }
+                    self.trailers_cost = cost;
                     self.trailers = Some(Box::new(trailers.clone()));
+                    // Trailers are a body's last frame.
+                    self.complete = true;
                 }
                 self.complete |= ended;
             }
             Some(Ok(_)) => {}
-            Some(Err(_)) => {
-                self.abandoned = true;
-                self.chunks.clear();
-            }
+            Some(Err(_)) => self.abandon(),
             None => self.complete = true,
         }
+    }
+}
+
+/// The size hint of a replayed body of `len` data bytes: exact, unless
+/// trailers follow. Then only a lower bound: HTTP/1.1 carries trailers in
+/// chunked encoding alone, which an exact size (a `content-length`) rules
+/// out.
+fn replay_size_hint(len: u64, trailers: bool) -> SizeHint {
+    if trailers {
+        let mut hint = SizeHint::new();
+        hint.set_lower(len);
+        hint
+    } else {
+        SizeHint::with_exact(len)
     }
 }
 
@@ -352,9 +458,10 @@ where
             Kind::Whole { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Kind::Replay { chunks, .. } => {
-                SizeHint::with_exact(chunks.iter().map(|c| c.len() as u64).sum())
-            }
+            Kind::Replay { chunks, trailers } => replay_size_hint(
+                chunks.iter().map(|c| c.len() as u64).sum(),
+                trailers.is_some(),
+            ),
         }
     }
 }
@@ -511,5 +618,113 @@ mod tests {
         let (mut first, handle) = ReplayBody::capture(stream(&[b"ab", b"cd"]), 1024);
         let _ = first.frame().await;
         assert!(handle.replay::<Empty<Bytes>>().is_none());
+    }
+
+    fn trailers() -> HeaderMap {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", "abc".parse().unwrap());
+        trailers
+    }
+
+    #[tokio::test]
+    async fn trailers_end_the_body_without_a_last_poll() {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Ok(Frame::data(Bytes::from_static(b"cd"))),
+            Ok(Frame::trailers(trailers())),
+        ];
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        let (mut first, handle) = ReplayBody::capture(body, 1024);
+        // As HTTP/1.1 sends it: up to the trailers, and no further.
+        for _ in 0..3 {
+            first.frame().await.unwrap().unwrap();
+        }
+        let (hint, end) = handle.replay_hint().expect("went out whole");
+        assert_eq!((hint.lower(), hint.upper(), end), (4, None, false));
+        let mut again = handle.replay::<Empty<Bytes>>().unwrap();
+        assert_eq!(
+            again.size_hint().exact(),
+            None,
+            "chunked, to carry trailers"
+        );
+        let mut data = Vec::new();
+        let mut got = None;
+        while let Some(frame) = again.frame().await {
+            match frame.unwrap().into_data() {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(frame) => got = frame.into_trailers().ok(),
+            }
+        }
+        assert_eq!((&data[..], got), (&b"abcd"[..], Some(trailers())));
+        assert!(again.is_end_stream());
+    }
+
+    /// A body of exact size that flags its end only with a `None` poll.
+    struct Exact(VecDeque<Bytes>);
+
+    impl Body for Exact {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|d| Ok(Frame::data(d))))
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.0.iter().map(|c| c.len() as u64).sum())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exact_size_is_whole_at_its_last_byte() {
+        let body = Exact([&b"ab"[..], b"", b"cd"].map(Bytes::from_static).into());
+        let (mut first, handle) = ReplayBody::capture(body, 1024);
+        first.frame().await.unwrap().unwrap();
+        assert!(handle.replay::<Empty<Bytes>>().is_none(), "two bytes to go");
+        first.frame().await.unwrap().unwrap();
+        first.frame().await.unwrap().unwrap();
+        let again = handle
+            .replay::<Empty<Bytes>>()
+            .expect("whole at its last byte");
+        assert_eq!(again.size_hint().exact(), Some(4));
+        assert_eq!(drain(again).await, "abcd");
+        // Nothing to send at all: whole before any poll.
+        let (_, handle) = ReplayBody::capture(Exact(VecDeque::new()), 1024);
+        assert_eq!(drain(handle.replay::<Empty<Bytes>>().unwrap()).await, "");
+    }
+
+    #[tokio::test]
+    async fn trailers_count_against_the_cap() {
+        let mut big = HeaderMap::new();
+        big.insert("x-big", "b".repeat(600).parse().unwrap());
+        let body = |t: HeaderMap| {
+            let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+                Ok(Frame::data(Bytes::from_static(b"ab"))),
+                Ok(Frame::trailers(t)),
+            ];
+            StreamBody::new(futures_util::stream::iter(frames))
+        };
+        let cost = trailers_cost(&big);
+        assert!(cost > 600 + std::mem::size_of::<HeaderMap>(), "{cost}");
+        assert!(cost < 2 * 1024, "{cost}");
+        let held = BUFFER_OVERHEAD + CHUNK_OVERHEAD + 2;
+        // One byte short of room for the trailers: nothing kept.
+        let (first, handle) = ReplayBody::capture(body(big.clone()), held + cost - 1);
+        drain(first).await;
+        assert!(handle.replay::<Empty<Bytes>>().is_none());
+        let ReplayHandle::Buffered(buffer) = &handle else {
+            panic!("expected a buffer")
+        };
+        {
+            let buffer = buffer.lock().unwrap();
+            assert!(buffer.abandoned && buffer.trailers.is_none() && buffer.chunks.first.is_none());
+        }
+        // Room for them: replayed.
+        let (first, handle) = ReplayBody::capture(body(big.clone()), held + cost);
+        drain(first).await;
+        assert!(handle.replay::<Empty<Bytes>>().is_some());
     }
 }

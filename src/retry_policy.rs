@@ -23,12 +23,25 @@
 //!
 //! | answer | retried |
 //! |---|---|
-//! | `429` | yes: exponential backoff from 1 s to 60 s with jitter, or `Retry-After` (seconds or HTTP-date) |
+//! | `429` | yes (at most 10 times): exponential backoff from 1 s to 60 s with jitter, or `Retry-After` (seconds or HTTP-date) |
 //! | `500` | at most 3 times |
 //! | `502`, `503` | at most 5 times |
 //! | `401` | never here: the auth layer refreshes and retries once |
 //! | `403`, other `4xx`, other statuses | never |
 //! | errors | never (the auth layer already retries the token endpoint) |
+//!
+//! How long it waits, for any number the server sends:
+//!
+//! | the wait | bound |
+//! |---|---|
+//! | backoff (no `Retry-After`) | `1 s * 2^(n-1)`, capped at the max wait (60 s by default, [`with_max_wait`](WokeloRetryPolicy::with_max_wait)), times a random factor in [0.5, 1.0) |
+//! | `Retry-After` up to the max wait | waited as sent, never shortened: an earlier retry would earn another `429` |
+//! | `Retry-After` past the max wait (up to `2^64 - 1` seconds, or a far HTTP-date) | not waited for: the answer goes back at once, its `Retry-After` intact, for the caller to decide |
+//! | any wait that would end past the budget (5 minutes from the first failure by default, [`with_budget`](WokeloRetryPolicy::with_budget)) | not started: the answer goes back at once |
+//!
+//! Every sum of an instant and a wait is checked: a wait or budget too long
+//! to add (`Duration::MAX`, say) means "no retry" for the wait and "no
+//! limit" for the budget, never a panic.
 //!
 //! Only idempotent methods (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`,
 //! `TRACE`) are retried unless [`retry_non_idempotent`](WokeloRetryPolicy::retry_non_idempotent)
@@ -179,7 +192,9 @@ where
         match &self.kind {
             RetryKind::First(body) => body.is_end_stream(),
             RetryKind::Replaying(body) => body.is_end_stream(),
-            RetryKind::Pending => false,
+            // What the copy will say (a copy that cannot be sent is not at
+            // its end: polling it gives the error).
+            RetryKind::Pending => self.handle.replay_hint().is_some_and(|(_, end)| end),
         }
     }
 
@@ -187,7 +202,10 @@ where
         match &self.kind {
             RetryKind::First(body) => body.size_hint(),
             RetryKind::Replaying(body) => body.size_hint(),
-            RetryKind::Pending => SizeHint::default(),
+            RetryKind::Pending => self
+                .handle
+                .replay_hint()
+                .map_or_else(SizeHint::default, |(hint, _)| hint),
         }
     }
 }
@@ -215,7 +233,7 @@ pub struct WokeloRetryPolicy {
     retry_non_idempotent: bool,
     budget: Duration,
     base: Duration,
-    max_backoff: Duration,
+    max_wait: Duration,
     max_429: u32,
     max_500: u32,
     max_502_503: u32,
@@ -239,7 +257,7 @@ impl WokeloRetryPolicy {
             retry_non_idempotent: false,
             budget: Duration::from_secs(300),
             base: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
+            max_wait: Duration::from_secs(60),
             max_429: 10,
             max_500: 3,
             max_502_503: 5,
@@ -259,9 +277,20 @@ impl WokeloRetryPolicy {
 
     /// The most time spent retrying one request, counted from its first
     /// failed attempt (default 5 minutes). A wait that would end past the
-    /// budget is not started: the last answer is returned instead.
+    /// budget is not started: the last answer is returned instead. A budget
+    /// too long to add to an instant (`Duration::MAX`) is no limit; the
+    /// [max wait](Self::with_max_wait) still bounds each wait.
     pub fn with_budget(mut self, budget: Duration) -> Self {
         self.budget = budget;
+        self
+    }
+
+    /// The longest single wait (default 60 s, the ceiling of Wokelo's
+    /// published backoff): the backoff doubles up to it, and a
+    /// `Retry-After` longer than it is not waited for (the answer is
+    /// returned at once, for the caller to decide).
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
         self
     }
 
@@ -275,9 +304,9 @@ impl WokeloRetryPolicy {
         self.retry_non_idempotent || method.is_idempotent()
     }
 
-    /// Backoff for the `n`th retry: from 1 s doubling to 60 s, jittered.
+    /// Backoff for the `n`th retry: from 1 s doubling to the max wait, jittered.
     fn backoff(&self, n: u32) -> Duration {
-        crate::backoff::jittered(self.base, self.max_backoff, n)
+        crate::backoff::jittered(self.base, self.max_wait, n)
     }
 
     /// The wait before the next attempt, or `None` to stop, for a response
@@ -294,14 +323,22 @@ impl WokeloRetryPolicy {
         }
         *tries += 1;
         let n = *tries;
-        // The server's word wins; the budget bounds it below.
-        let delay = parse_retry_after(headers).unwrap_or_else(|| self.backoff(n));
+        // The server's word wins, if it is within the max wait; the budget
+        // bounds it below. See the module docs' table.
+        let delay = match parse_retry_after(headers) {
+            Some(asked) if asked > self.max_wait => return None,
+            Some(asked) => asked,
+            None => self.backoff(n),
+        };
         let now = Instant::now();
         let first = *self.first_failure.get_or_insert(now);
-        if now + delay > first + self.budget {
-            return None;
+        // A wait too long to add ends past any budget; a budget too long to
+        // add is no limit.
+        let end = now.checked_add(delay)?;
+        match first.checked_add(self.budget) {
+            Some(deadline) if end > deadline => None,
+            _ => Some(delay),
         }
-        Some(delay)
     }
 }
 
@@ -326,7 +363,7 @@ where
         let delay = self.decide(response.status(), response.headers())?;
         tracing::debug!(
             status = response.status().as_u16(),
-            delay_ms = delay.as_millis() as u64,
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             "retrying the request after the API's answer"
         );
         Some(Box::pin(tokio::time::sleep(delay)))
@@ -404,5 +441,103 @@ mod tests {
             p.decide(StatusCode::TOO_MANY_REQUESTS, &headers(Some("11"))),
             None
         );
+    }
+
+    /// Asks the policy, through tower's `Policy::retry`, about a `429` with
+    /// `retry_after` to a `GET`: the wait it would start, if any.
+    fn wait_for_429(p: &mut WokeloRetryPolicy, retry_after: Option<&str>) -> Option<RetryDelay> {
+        let mut request = Request::get("https://api.wokelo.ai/api/x")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        *response.headers_mut() = headers(retry_after);
+        let mut result: Result<_, ()> = Ok(response);
+        tower::retry::Policy::retry(p, &mut request, &mut result)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_of_any_size_returns_the_answer_without_waiting() {
+        let policies = [
+            WokeloRetryPolicy::new(),
+            WokeloRetryPolicy::new().with_budget(Duration::MAX),
+            WokeloRetryPolicy::new().with_max_wait(Duration::MAX),
+            WokeloRetryPolicy::new()
+                .with_budget(Duration::MAX)
+                .with_max_wait(Duration::MAX),
+        ];
+        for policy in policies {
+            for asked in ["18446744073709551615", "9999999999", "61", "301"] {
+                let mut p = policy.clone();
+                let started = Instant::now();
+                let wait = wait_for_429(&mut p, Some(asked));
+                // Only an unbounded policy may wait past 60 s or 5 minutes,
+                // and never for a wait that cannot be added to the clock.
+                let unbounded = p.max_wait == Duration::MAX && p.budget == Duration::MAX;
+                let allowed = match asked {
+                    "61" => p.max_wait == Duration::MAX,
+                    "301" | "9999999999" => unbounded,
+                    _ => false,
+                };
+                assert_eq!(wait.is_some(), allowed, "{p:?} with Retry-After: {asked}");
+                assert_eq!(Instant::now(), started, "decided without waiting");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unbounded_budget_still_retries_with_backoff() {
+        let mut p = WokeloRetryPolicy::new().with_budget(Duration::MAX);
+        for n in 1..=10u32 {
+            let started = Instant::now();
+            let wait = wait_for_429(&mut p, None).expect("within the tries");
+            wait.await;
+            let waited = started.elapsed();
+            let nominal = Duration::from_secs(1u64 << (n - 1)).min(Duration::from_secs(60));
+            assert!(
+                waited >= nominal / 2 && waited <= nominal,
+                "try {n}: {waited:?}"
+            );
+        }
+        assert!(wait_for_429(&mut p, None).is_none(), "ten tries at most");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_max_wait_bounds_the_backoff_and_the_retry_after() {
+        let mut p = WokeloRetryPolicy::new()
+            .with_max_wait(Duration::from_secs(5))
+            .with_max_429_retries(u32::MAX);
+        for n in 1..=40 {
+            let d = p
+                .decide(StatusCode::TOO_MANY_REQUESTS, &headers(None))
+                .unwrap_or_else(|| panic!("try {n} within the budget"));
+            assert!(d < Duration::from_secs(5), "try {n}: {d:?}");
+            tokio::time::advance(d).await;
+        }
+        assert_eq!(
+            p.decide(StatusCode::TOO_MANY_REQUESTS, &headers(Some("5"))),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            p.decide(StatusCode::TOO_MANY_REQUESTS, &headers(Some("6"))),
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_counts_from_the_first_failure() {
+        let mut p = WokeloRetryPolicy::new().with_budget(Duration::from_secs(10));
+        let ok = |p: &mut WokeloRetryPolicy, secs: &str| {
+            p.decide(StatusCode::SERVICE_UNAVAILABLE, &headers(Some(secs)))
+        };
+        assert_eq!(ok(&mut p, "4"), Some(Duration::from_secs(4)));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(
+            ok(&mut p, "6"),
+            Some(Duration::from_secs(6)),
+            "ends at 10 s"
+        );
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(ok(&mut p, "1"), None, "would end at 11 s");
     }
 }

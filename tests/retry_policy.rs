@@ -205,3 +205,50 @@ async fn a_streaming_body_is_resent_byte_exact_and_one_past_the_cap_is_not() {
     assert_eq!(response.status(), 503, "over the cap: not retried");
     assert_eq!(server.stats().api_requests, 4);
 }
+
+#[tokio::test]
+async fn a_retry_after_of_any_size_returns_the_429_at_once() {
+    let server = MockServer::start().await;
+    let auth = common::builder(&server).build();
+    let bounded = [
+        WokeloRetryPolicy::new(),
+        WokeloRetryPolicy::new().with_budget(Duration::MAX),
+    ];
+    // 2^64 - 1 seconds, ten digits, one second past the max wait; and with
+    // no bounds at all, a wait that cannot be added to the clock.
+    let cases = bounded
+        .iter()
+        .flat_map(|p| [u64::MAX, 9_999_999_999, 61].map(|asked| (p.clone(), asked)))
+        .chain([(
+            WokeloRetryPolicy::new()
+                .with_budget(Duration::MAX)
+                .with_max_wait(Duration::MAX),
+            u64::MAX,
+        )]);
+    let mut sent = 0;
+    for (policy, asked) in cases {
+        let service = ServiceBuilder::new()
+            .layer(RetryLayer::new(policy.clone()))
+            .service(client::<Full<Bytes>>(&auth));
+        server.fail_next_api_requests(
+            1,
+            ApiFault::Status {
+                status: 429,
+                body: r#"{"detail":"slow down"}"#.into(),
+                retry_after_secs: Some(asked),
+            },
+        );
+        let request = Request::get(server.url("/api/echo"))
+            .body(Full::default())
+            .unwrap();
+        let started = std::time::Instant::now();
+        let (status, _) =
+            tokio::time::timeout(Duration::from_secs(10), status_of(service, request))
+                .await
+                .expect("answered, not waited for");
+        sent += 1;
+        assert_eq!(status, 429, "{policy:?}, Retry-After: {asked}");
+        assert!(started.elapsed() < Duration::from_secs(5), "at once");
+        assert_eq!(server.stats().api_requests, sent, "not retried");
+    }
+}
