@@ -69,7 +69,7 @@ use tokio::time::Instant;
 
 use crate::{
     replay::{ReplayBody, ReplayHandle},
-    source::token_response::parse_retry_after,
+    source::token_response::parse_retry_after_unbounded,
     BoxError,
 };
 
@@ -325,7 +325,7 @@ impl WokeloRetryPolicy {
         let n = *tries;
         // The server's word wins, if it is within the max wait; the budget
         // bounds it below. See the module docs' table.
-        let delay = match parse_retry_after(headers) {
+        let delay = match parse_retry_after_unbounded(headers) {
             Some(asked) if asked > self.max_wait => return None,
             Some(asked) => asked,
             None => self.backoff(n),

@@ -146,6 +146,18 @@ pub(crate) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 pub(crate) fn parse_retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    Some(parse_retry_after_unbounded_at(headers, now)?.min(MAX_RETRY_AFTER))
+}
+
+/// [`parse_retry_after`] without the [`MAX_RETRY_AFTER`] cap, saturating at
+/// [`Duration::MAX`]: for [`WokeloRetryPolicy`](crate::WokeloRetryPolicy),
+/// which returns an answer whose `Retry-After` is longer than it may wait
+/// rather than waiting less than the server asked.
+pub(crate) fn parse_retry_after_unbounded(headers: &HeaderMap) -> Option<Duration> {
+    parse_retry_after_unbounded_at(headers, SystemTime::now())
+}
+
+fn parse_retry_after_unbounded_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // delay-seconds is 1*DIGIT: more digits than a u64 holds is still a
@@ -161,7 +173,7 @@ pub(crate) fn parse_retry_after_at(headers: &HeaderMap, now: SystemTime) -> Opti
             .duration_since(now)
             .unwrap_or(Duration::ZERO)
     };
-    Some(delay.min(MAX_RETRY_AFTER))
+    Some(delay)
 }
 
 #[cfg(test)]
