@@ -28,7 +28,7 @@ use common::{client, status_of};
 
 /// Both workers' token requests take this long, so that the one refreshing
 /// holds the lock while the other looks.
-const TOKEN_LATENCY: Duration = Duration::from_millis(300);
+const TOKEN_LATENCY: Duration = Duration::from_secs(1);
 
 /// One worker process: a layer over the `FileStore` at `WORKER_TOKEN_PATH`.
 /// Prints `READY`, waits for a line on stdin (so that both workers start
