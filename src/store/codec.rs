@@ -262,18 +262,6 @@ fn expiry(ms: u64, now: SystemTime) -> Result<SystemTime, Rejected> {
     }
 }
 
-/// The time to live to give a store's entry for `stored`: until its access
-/// token expires, and for `refresh_token_lifetime` more when it has a
-/// refresh token. Saturates instead of overflowing.
-pub(crate) fn keep_for(stored: &StoredToken, refresh_token_lifetime: Duration) -> Duration {
-    let remaining = stored.remaining();
-    if stored.token.refresh_token().is_some() {
-        remaining.saturating_add(refresh_token_lifetime)
-    } else {
-        remaining
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,23 +348,6 @@ mod tests {
             decode(&with_expiry(0), "k", None, far, KEEP).err(),
             Some(Rejected::Stale)
         );
-    }
-
-    #[test]
-    fn an_entry_is_kept_for_its_access_token_and_then_its_refresh_token_lifetime() {
-        let with_refresh = stored();
-        let keep = keep_for(&with_refresh, KEEP);
-        assert!(
-            keep > KEEP && keep <= KEEP + Duration::from_secs(60),
-            "{keep:?}"
-        );
-        assert_eq!(keep_for(&with_refresh, Duration::MAX), Duration::MAX);
-        let access_only = StoredToken::new(
-            1,
-            Token::new("a"),
-            SystemTime::now() + Duration::from_secs(60),
-        );
-        assert!(keep_for(&access_only, KEEP) <= Duration::from_secs(60));
     }
 
     #[cfg(feature = "encryption")]

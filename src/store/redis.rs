@@ -306,7 +306,7 @@ impl TokenStore for RedisStore {
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let value = codec::encode(token, key, self.inner.encryption.as_ref());
-            let ttl_ms = px(codec::keep_for(token, self.inner.refresh_token_lifetime));
+            let ttl_ms = px(keep_for(token, self.inner.refresh_token_lifetime));
             let (lock_key, token_key) = (self.lock_key(key), self.token_key(key));
             let written: i64 = self
                 .inner
@@ -349,6 +349,18 @@ impl TokenStore for RedisStore {
     }
 }
 
+/// The time to live to give a store's entry for `stored`: until its access
+/// token expires, and for `refresh_token_lifetime` more when it has a
+/// refresh token. Saturates instead of overflowing.
+fn keep_for(stored: &StoredToken, refresh_token_lifetime: Duration) -> Duration {
+    let remaining = stored.remaining();
+    if stored.token.refresh_token().is_some() {
+        remaining.saturating_add(refresh_token_lifetime)
+    } else {
+        remaining
+    }
+}
+
 /// `ttl` as a Redis `PX` argument: whole milliseconds, at least 1 (Redis
 /// refuses 0), at most [`MAX_PX`] (Redis refuses an expiry past its clock's
 /// range, so a huge lock TTL or refresh-token lifetime must not reach it).
@@ -383,6 +395,7 @@ impl fmt::Debug for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Token;
 
     #[test]
     fn px_is_whole_milliseconds_between_one_and_a_century() {
@@ -393,5 +406,27 @@ mod tests {
         assert_eq!(px(MAX_PX + Duration::from_secs(1)), century);
         assert_eq!(px(Duration::MAX), century);
         assert!(century < i64::MAX as u64 / 2);
+    }
+
+    #[test]
+    fn an_entry_is_kept_for_its_access_token_and_then_its_refresh_token_lifetime() {
+        let with_refresh = StoredToken::new(
+            7,
+            Token::new("acc").with_refresh_token("ref"),
+            SystemTime::now() + Duration::from_secs(60),
+        );
+        let keep = keep_for(&with_refresh, Duration::from_secs(600));
+        assert!(
+            keep > Duration::from_secs(600)
+                && keep <= Duration::from_secs(600) + Duration::from_secs(60),
+            "{keep:?}"
+        );
+        assert_eq!(keep_for(&with_refresh, Duration::MAX), Duration::MAX);
+        let access_only = StoredToken::new(
+            1,
+            Token::new("a"),
+            SystemTime::now() + Duration::from_secs(60),
+        );
+        assert!(keep_for(&access_only, Duration::from_secs(600)) <= Duration::from_secs(60));
     }
 }
