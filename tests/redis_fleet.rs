@@ -368,3 +368,125 @@ async fn lease_for(store: &RedisStore, scope: &str) -> wokelo_auth::store::Lease
         .unwrap()
         .unwrap()
 }
+
+/// The account key the mock's credentials are stored under.
+fn scope_of(mock: &MockServer) -> String {
+    format!(
+        "{}|{}|{}",
+        mock.base_url(),
+        mock.config().client_id,
+        mock.config().username
+    )
+}
+
+async fn pttl(conn: &mut ::redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    ::redis::cmd("PTTL")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn entries_outlive_their_access_token_by_the_refresh_token_lifetime() {
+    let Some(redis) = Redis::start() else { return };
+    let lifetime = Duration::from_secs(60);
+    let store = RedisStore::open(&redis.url())
+        .unwrap()
+        .with_refresh_token_lifetime(lifetime);
+    let raw = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = raw.get_multiplexed_async_connection().await.unwrap();
+    let in_a_second = std::time::SystemTime::now() + Duration::from_secs(1);
+    let lease = lease_for(&store, "k").await;
+
+    // With a refresh token: kept for the access token's second and the
+    // refresh-token lifetime after it.
+    let refreshable = wokelo_auth::store::StoredToken::new(
+        1,
+        wokelo_auth::Token::new("a").with_refresh_token("r"),
+        in_a_second,
+    );
+    assert!(store.save("k", &refreshable, &lease).await.unwrap());
+    let ttl = pttl(&mut conn, &store.token_key("k")).await;
+    assert!((59_000..=61_000).contains(&ttl), "PTTL {ttl}");
+
+    // Without one: gone with the access token.
+    let access_only =
+        wokelo_auth::store::StoredToken::new(2, wokelo_auth::Token::new("a"), in_a_second);
+    assert!(store.save("k", &access_only, &lease).await.unwrap());
+    let ttl = pttl(&mut conn, &store.token_key("k")).await;
+    assert!((1..=1_000).contains(&ttl), "PTTL {ttl}");
+
+    // A refresh-token lifetime and a lock TTL past anything Redis accepts
+    // are clamped, not refused.
+    let forever = RedisStore::open(&redis.url())
+        .unwrap()
+        .with_refresh_token_lifetime(Duration::MAX);
+    store.unlock("k", &lease).await.unwrap();
+    let lease = forever
+        .lock("k", Duration::MAX)
+        .await
+        .expect("a huge lock TTL is clamped")
+        .expect("the lock is free");
+    let century_ms = 100 * 365 * 24 * 60 * 60 * 1000_i64;
+    let ttl = pttl(&mut conn, &forever.lock_key("k")).await;
+    assert!(ttl > century_ms - 60_000 && ttl <= century_ms, "PTTL {ttl}");
+    assert!(forever.save("k", &refreshable, &lease).await.unwrap());
+    let ttl = pttl(&mut conn, &forever.token_key("k")).await;
+    assert!(ttl > century_ms - 60_000 && ttl <= century_ms, "PTTL {ttl}");
+}
+
+#[tokio::test]
+async fn an_expired_shared_access_token_is_refreshed_not_logged_in_again() {
+    let Some(redis) = Redis::start() else { return };
+    let mock = MockServer::start_with(MockConfig {
+        reuse_protection: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let store = RedisStore::open(&redis.url()).unwrap();
+    let run = || async {
+        let layer = common::builder(&mock).token_store(store.clone()).build();
+        status_of(&client::<Empty<Bytes>>(&layer), mock.url("/api/echo")).await
+    };
+    assert_eq!(run().await, 200);
+    assert_eq!(mock.stats().password_grants, 1);
+
+    // The entry as another process finds it an hour after the access token
+    // expired (written plain, so the test can change it).
+    let raw = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = raw.get_multiplexed_async_connection().await.unwrap();
+    let token_key = store.token_key(&scope_of(&mock));
+    let stored: Vec<u8> = ::redis::cmd("GET")
+        .arg(&token_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut entry: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    assert!(entry["refresh_token"].is_string(), "{entry}");
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    entry["expires_at_ms"] = (hour_ago
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64)
+        .into();
+    let _: () = ::redis::cmd("SET")
+        .arg(&token_key)
+        .arg(serde_json::to_vec(&entry).unwrap())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    mock.reset_stats();
+    assert_eq!(run().await, 200);
+    let stats = mock.stats();
+    assert_eq!(
+        (
+            stats.refresh_grants,
+            stats.password_grants,
+            stats.invalid_grant
+        ),
+        (1, 0, 0),
+        "a refresh grant from the shared refresh token: {stats:?}"
+    );
+}

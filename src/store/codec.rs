@@ -85,7 +85,10 @@ impl fmt::Debug for EncryptionKey {
 pub(crate) enum Rejected {
     Corrupt(String),
     OtherKey,
+    /// The access token expired and there is no refresh token to renew it.
     Expired,
+    /// The access token expired longer ago than the refresh-token lifetime.
+    Stale,
     Sealed,
     NotSealed,
     Undecryptable,
@@ -96,7 +99,10 @@ impl fmt::Display for Rejected {
         match self {
             Self::Corrupt(why) => write!(f, "the entry is corrupt ({why})"),
             Self::OtherKey => f.write_str("the entry was written for another key"),
-            Self::Expired => f.write_str("the entry has expired"),
+            Self::Expired => f.write_str("the entry has expired and has no refresh token"),
+            Self::Stale => f.write_str(
+                "the entry's access token expired longer ago than the refresh-token lifetime",
+            ),
             Self::Sealed => {
                 f.write_str("the entry is encrypted but no encryption key is configured")
             }
@@ -183,12 +189,20 @@ fn open(k: &EncryptionKey, _key: &str, _sealed: &[u8]) -> Option<Vec<u8>> {
     match *k {}
 }
 
-/// Reads an entry for `key`, refusing anything that cannot be trusted.
+/// How far ahead of `now` a stored expiry may lie: the longest lifetime the
+/// cache believes, plus a day for clocks that disagree between processes.
+/// Anything later was not written by this crate.
+const MAX_AHEAD: Duration = Duration::from_secs(crate::MAX_LIFETIME.as_secs() + 24 * 60 * 60);
+
+/// Reads an entry for `key`, refusing anything that cannot be trusted. An
+/// entry whose access token expired is kept while it has a refresh token and
+/// expired less than `refresh_token_lifetime` ago.
 pub(crate) fn decode(
     bytes: &[u8],
     key: &str,
     encryption: Option<&EncryptionKey>,
     now: SystemTime,
+    refresh_token_lifetime: Duration,
 ) -> Result<StoredToken, Rejected> {
     let plain;
     let json = match (bytes.strip_prefix(SEALED), encryption) {
@@ -211,9 +225,18 @@ pub(crate) fn decode(
     if record.access_token.is_empty() {
         return Err(Rejected::Corrupt("empty access token".into()));
     }
-    let expires_at = UNIX_EPOCH + Duration::from_millis(record.expires_at_ms);
+    let expires_at = expiry(record.expires_at_ms, now)?;
     if expires_at <= now {
-        return Err(Rejected::Expired);
+        if record.refresh_token.is_none_or(str::is_empty) {
+            return Err(Rejected::Expired);
+        }
+        // An end past the clock's range is no end.
+        if expires_at
+            .checked_add(refresh_token_lifetime)
+            .is_some_and(|end| end <= now)
+        {
+            return Err(Rejected::Stale);
+        }
     }
     let mut token = Token::new(record.access_token);
     if let Some(r) = record.refresh_token {
@@ -225,9 +248,25 @@ pub(crate) fn decode(
     Ok(StoredToken::new(record.id, token, expires_at))
 }
 
+/// The stored expiry, `ms` after the Unix epoch, refused when it is past the
+/// clock's range (a corrupt or hostile entry may hold `u64::MAX`) or further
+/// ahead of `now` than any token lives.
+fn expiry(ms: u64, now: SystemTime) -> Result<SystemTime, Rejected> {
+    let out_of_range = || Rejected::Corrupt(format!("expiry {ms} ms after 1970 is out of range"));
+    let expires_at = UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .ok_or_else(out_of_range)?;
+    match now.checked_add(MAX_AHEAD) {
+        Some(limit) if expires_at > limit => Err(out_of_range()),
+        _ => Ok(expires_at),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const KEEP: Duration = Duration::from_secs(600);
 
     fn stored() -> StoredToken {
         StoredToken::new(
@@ -242,7 +281,7 @@ mod tests {
     #[test]
     fn round_trips_plain() {
         let bytes = encode(&stored(), "k", None);
-        let back = decode(&bytes, "k", None, SystemTime::now()).unwrap();
+        let back = decode(&bytes, "k", None, SystemTime::now(), KEEP).unwrap();
         assert_eq!(back.id, 7);
         assert_eq!(back.token.access_token().expose_secret(), "acc");
         assert_eq!(back.token.refresh_token().unwrap().expose_secret(), "ref");
@@ -250,21 +289,65 @@ mod tests {
     }
 
     #[test]
-    fn refuses_other_key_expired_and_corrupt() {
+    fn refuses_other_key_and_corrupt() {
         let bytes = encode(&stored(), "k", None);
         assert_eq!(
-            decode(&bytes, "other", None, SystemTime::now()).err(),
+            decode(&bytes, "other", None, SystemTime::now(), KEEP).err(),
             Some(Rejected::OtherKey)
         );
-        let later = SystemTime::now() + Duration::from_secs(120);
-        assert_eq!(
-            decode(&bytes, "k", None, later).err(),
-            Some(Rejected::Expired)
-        );
         assert!(matches!(
-            decode(b"{not json", "k", None, SystemTime::now()),
+            decode(b"{not json", "k", None, SystemTime::now(), KEEP),
             Err(Rejected::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn an_expired_access_token_keeps_its_refresh_token_for_the_refresh_token_lifetime() {
+        let bytes = encode(&stored(), "k", None);
+        let expired = SystemTime::now() + Duration::from_secs(120);
+        let back = decode(&bytes, "k", None, expired, KEEP).unwrap();
+        assert_eq!(back.token.refresh_token().unwrap().expose_secret(), "ref");
+        assert!(back.expires_at() < expired);
+        let past_lifetime = SystemTime::now() + Duration::from_secs(60 + 601);
+        assert_eq!(
+            decode(&bytes, "k", None, past_lifetime, KEEP).err(),
+            Some(Rejected::Stale)
+        );
+        // A lifetime past the clock's range keeps the entry, without overflow.
+        assert!(decode(&bytes, "k", None, past_lifetime, Duration::MAX).is_ok());
+
+        let no_refresh = StoredToken::new(1, Token::new("acc"), SystemTime::now());
+        let bytes = encode(&no_refresh, "k", None);
+        assert_eq!(
+            decode(&bytes, "k", None, expired, KEEP).err(),
+            Some(Rejected::Expired)
+        );
+    }
+
+    fn with_expiry(ms: u64) -> Vec<u8> {
+        format!(r#"{{"v":1,"key":"k","id":1,"access_token":"a","refresh_token":"r","expires_at_ms":{ms}}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn an_expiry_past_the_clock_or_beyond_any_lifetime_is_corrupt_not_a_panic() {
+        let now = SystemTime::now();
+        for ms in [u64::MAX, u64::MAX / 2, millis(now + MAX_AHEAD) + 60_000] {
+            let e = decode(&with_expiry(ms), "k", None, now, KEEP).unwrap_err();
+            assert!(
+                matches!(&e, Rejected::Corrupt(why) if why.contains("out of range")),
+                "{ms}: {e}"
+            );
+        }
+        let year = millis(now + crate::MAX_LIFETIME);
+        assert!(decode(&with_expiry(year), "k", None, now, KEEP).is_ok());
+        // Near the end of the clock's range nothing overflows either.
+        let far = UNIX_EPOCH + Duration::from_secs(10_000 * 365 * 24 * 60 * 60);
+        assert!(decode(&with_expiry(0), "k", None, far, Duration::MAX).is_ok());
+        assert_eq!(
+            decode(&with_expiry(0), "k", None, far, KEEP).err(),
+            Some(Rejected::Stale)
+        );
     }
 
     #[cfg(feature = "encryption")]
@@ -278,19 +361,22 @@ mod tests {
             "the token is not in the clear"
         );
         let now = SystemTime::now();
-        assert_eq!(decode(&bytes, "k", Some(&k1), now).unwrap().id, 7);
+        assert_eq!(decode(&bytes, "k", Some(&k1), now, KEEP).unwrap().id, 7);
         assert_eq!(
-            decode(&bytes, "k", Some(&k2), now).err(),
+            decode(&bytes, "k", Some(&k2), now, KEEP).err(),
             Some(Rejected::Undecryptable)
         );
         assert_eq!(
-            decode(&bytes, "moved", Some(&k1), now).err(),
+            decode(&bytes, "moved", Some(&k1), now, KEEP).err(),
             Some(Rejected::Undecryptable)
         );
-        assert_eq!(decode(&bytes, "k", None, now).err(), Some(Rejected::Sealed));
+        assert_eq!(
+            decode(&bytes, "k", None, now, KEEP).err(),
+            Some(Rejected::Sealed)
+        );
         let plain = encode(&stored(), "k", None);
         assert_eq!(
-            decode(&plain, "k", Some(&k1), now).err(),
+            decode(&plain, "k", Some(&k1), now, KEEP).err(),
             Some(Rejected::NotSealed)
         );
     }

@@ -17,11 +17,21 @@
 //! overwrite a newer token). Processes that find the lock taken wait for the
 //! new token. If the store fails, the process fetches on its own and says so
 //! once per outage.
+//!
+//! A refresh token outlives its access token: a stored entry whose access
+//! token has expired is still loaded when it has a refresh token, so that
+//! the next fetch is a refresh grant rather than a new login. The cache never
+//! attaches such an access token; it hands the entry to the token source
+//! under the lock. Stores keep an entry for
+//! [`DEFAULT_REFRESH_TOKEN_LIFETIME`] past its access token's expiry unless
+//! configured otherwise (`with_refresh_token_lifetime`); past that, or
+//! without a refresh token, an expired entry is ignored.
 
 use std::{
     fmt,
     future::Future,
     pin::Pin,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -41,6 +51,17 @@ pub use self::redis::RedisStore;
 pub use codec::EncryptionKey;
 pub use file::FileStore;
 pub use memory::MemoryStore;
+
+/// How long a store keeps an entry after its access token expired, for its
+/// refresh token: 30 days.
+///
+/// Wokelo does not publish a refresh-token lifetime (its access tokens live
+/// about 30 days); a refresh token kept after the server dropped it costs one
+/// refused refresh grant and then a login, while one dropped too early costs a
+/// login (and logs out a source that can only refresh). Set another with
+/// [`FileStore::with_refresh_token_lifetime`] or
+/// `RedisStore::with_refresh_token_lifetime`.
+pub const DEFAULT_REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// The future a [`TokenStore`] returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -79,7 +100,8 @@ impl StoredToken {
         self.expires_at
     }
 
-    /// How long it is still valid, measured now.
+    /// How long the access token is still valid, measured now; zero once it
+    /// has expired (the entry may still carry a usable refresh token).
     pub fn remaining(&self) -> Duration {
         self.expires_at
             .duration_since(SystemTime::now())
@@ -98,28 +120,43 @@ impl fmt::Debug for StoredToken {
 }
 
 /// Proof of holding a store's refresh lock, for a fenced write.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Lease(pub(crate) String);
+///
+/// Leases compare by value. A [`FileStore`]'s lease also holds the OS lock:
+/// it is released by [`TokenStore::unlock`], or when the lease and its
+/// clones are dropped, or when the process exits.
+#[derive(Clone)]
+pub struct Lease {
+    value: String,
+    /// The OS file lock a [`FileStore`] lease holds.
+    pub(crate) file: Option<Arc<file::FileLock>>,
+}
 
 impl Lease {
     /// A new random lease value.
     pub fn random() -> Self {
-        Self(format!(
-            "{:016x}{:016x}",
-            fastrand::u64(..),
-            fastrand::u64(..)
-        ))
+        Self {
+            value: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+            file: None,
+        }
     }
 
     /// The lease value.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.value
     }
 }
 
+impl PartialEq for Lease {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for Lease {}
+
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Lease").field(&self.0).finish()
+        f.debug_tuple("Lease").field(&self.value).finish()
     }
 }
 
@@ -169,14 +206,16 @@ impl std::error::Error for StoreError {
 ///
 /// `key` names one account (API origin, client id, user); a store keeps one
 /// token per key. A store must ignore, with a logged reason, an entry it
-/// cannot trust (corrupt, expired, written for another key, not decryptable)
-/// and report it as absent.
+/// cannot trust (corrupt, written for another key, not decryptable, expired
+/// with no refresh token or past its refresh-token lifetime) and report it
+/// as absent.
 pub trait TokenStore: Send + Sync + 'static {
-    /// The stored token for `key`, if there is a valid one.
+    /// The stored token for `key`, if there is one that is valid or whose
+    /// refresh token may still be (then [`StoredToken::remaining`] is zero).
     fn load<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<StoredToken>>;
 
-    /// Tries to take the refresh lock for `key` for at most `ttl`. `None`
-    /// when another holder has it.
+    /// Tries to take the refresh lock for `key` for at most `ttl`, without
+    /// waiting. `None` when another holder has it (the cache polls).
     fn lock<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<Lease>>;
 
     /// Stores `token` for `key` if `lease` still holds the lock. Returns

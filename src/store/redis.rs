@@ -6,8 +6,13 @@ use tokio::sync::OnceCell;
 
 use super::{
     codec::{self, EncryptionKey},
-    Lease, StoreError, StoreFuture, StoredToken, TokenStore,
+    Lease, StoreError, StoreFuture, StoredToken, TokenStore, DEFAULT_REFRESH_TOKEN_LIFETIME,
 };
+
+/// The longest expiry given to a Redis key (`PX`), 100 years: far beyond
+/// any token, and far inside what Redis accepts (it refuses an expiry
+/// whose milliseconds overflow a signed 64-bit count from now).
+const MAX_PX: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// Writes the token only while the lease still holds the lock.
 const FENCED_SET: &str = r#"
@@ -35,7 +40,11 @@ return 0
 /// - The refresh lock is `SET NX PX` with a random lease; the token is
 ///   written by a Lua script only while that lease holds the lock (a fenced
 ///   write), so a process whose lock expired cannot overwrite a newer token.
-/// - Entries expire with the token (`PX`).
+/// - Entries expire (`PX`) when the access token does, or, when they have a
+///   refresh token, [`DEFAULT_REFRESH_TOKEN_LIFETIME`] later (see
+///   [`with_refresh_token_lifetime`](Self::with_refresh_token_lifetime)): a
+///   refresh token outlives its access token, and the process that finds the
+///   expired entry refreshes from it rather than logs in again.
 /// - With [`with_encryption_key`](Self::with_encryption_key), entries are
 ///   sealed with XChaCha20-Poly1305, bound to their key name.
 /// - The connection is made on first use and re-made after a failure; every
@@ -63,6 +72,7 @@ struct Inner {
     encryption: Option<EncryptionKey>,
     timeout: Duration,
     prefix: String,
+    refresh_token_lifetime: Duration,
     set: Script,
     del: Script,
 }
@@ -127,6 +137,7 @@ impl RedisStore {
                 encryption: None,
                 timeout: Duration::from_secs(1),
                 prefix: "wokelo-auth:v1".to_owned(),
+                refresh_token_lifetime: DEFAULT_REFRESH_TOKEN_LIFETIME,
                 set: Script::new(FENCED_SET),
                 del: Script::new(FENCED_DEL),
             }),
@@ -140,6 +151,7 @@ impl RedisStore {
             encryption: shared.encryption.clone(),
             timeout: shared.timeout,
             prefix: shared.prefix.clone(),
+            refresh_token_lifetime: shared.refresh_token_lifetime,
             set: Script::new(FENCED_SET),
             del: Script::new(FENCED_DEL),
         });
@@ -157,6 +169,14 @@ impl RedisStore {
     /// The timeout of each Redis operation (default 1 s).
     pub fn with_timeout(self, timeout: Duration) -> Self {
         self.rebuild(|i| i.timeout = timeout)
+    }
+
+    /// How long an entry is kept after its access token expired, for its
+    /// refresh token (default [`DEFAULT_REFRESH_TOKEN_LIFETIME`]); zero
+    /// drops entries with their access token. Longer than the server keeps
+    /// refresh tokens costs one refused refresh grant before a login.
+    pub fn with_refresh_token_lifetime(self, lifetime: Duration) -> Self {
+        self.rebuild(|i| i.refresh_token_lifetime = lifetime)
     }
 
     /// The key prefix (default `wokelo-auth:v1`).
@@ -245,6 +265,7 @@ impl TokenStore for RedisStore {
                 key,
                 self.inner.encryption.as_ref(),
                 SystemTime::now(),
+                self.inner.refresh_token_lifetime,
             ) {
                 Ok(stored) => Ok(Some(stored)),
                 Err(reason) => {
@@ -259,7 +280,7 @@ impl TokenStore for RedisStore {
         Box::pin(async move {
             let lease = Lease::random();
             let lock_key = self.lock_key(key);
-            let ttl_ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+            let ttl_ms = px(ttl);
             let set: Option<String> = self
                 .inner
                 .run("SET NX", async |c| {
@@ -285,7 +306,7 @@ impl TokenStore for RedisStore {
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let value = codec::encode(token, key, self.inner.encryption.as_ref());
-            let ttl_ms = token.remaining().as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+            let ttl_ms = px(keep_for(token, self.inner.refresh_token_lifetime));
             let (lock_key, token_key) = (self.lock_key(key), self.token_key(key));
             let written: i64 = self
                 .inner
@@ -328,6 +349,25 @@ impl TokenStore for RedisStore {
     }
 }
 
+/// The time to live to give a store's entry for `stored`: until its access
+/// token expires, and for `refresh_token_lifetime` more when it has a
+/// refresh token. Saturates instead of overflowing.
+fn keep_for(stored: &StoredToken, refresh_token_lifetime: Duration) -> Duration {
+    let remaining = stored.remaining();
+    if stored.token.refresh_token().is_some() {
+        remaining.saturating_add(refresh_token_lifetime)
+    } else {
+        remaining
+    }
+}
+
+/// `ttl` as a Redis `PX` argument: whole milliseconds, at least 1 (Redis
+/// refuses 0), at most [`MAX_PX`] (Redis refuses an expiry past its clock's
+/// range, so a huge lock TTL or refresh-token lifetime must not reach it).
+fn px(ttl: Duration) -> u64 {
+    ttl.min(MAX_PX).as_millis().max(1) as u64
+}
+
 /// A failed connection to Redis, saying which way it failed.
 fn connect_error(e: ::redis::RedisError) -> StoreError {
     let message = if e.kind() == ::redis::ErrorKind::AuthenticationFailed {
@@ -347,6 +387,46 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.inner.prefix)
             .field("encrypted", &self.inner.encryption.is_some())
             .field("timeout", &self.inner.timeout)
+            .field("refresh_token_lifetime", &self.inner.refresh_token_lifetime)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Token;
+
+    #[test]
+    fn px_is_whole_milliseconds_between_one_and_a_century() {
+        assert_eq!(px(Duration::ZERO), 1);
+        assert_eq!(px(Duration::from_micros(10)), 1);
+        assert_eq!(px(Duration::from_millis(1500)), 1500);
+        let century = MAX_PX.as_millis() as u64;
+        assert_eq!(px(MAX_PX + Duration::from_secs(1)), century);
+        assert_eq!(px(Duration::MAX), century);
+        assert!(century < i64::MAX as u64 / 2);
+    }
+
+    #[test]
+    fn an_entry_is_kept_for_its_access_token_and_then_its_refresh_token_lifetime() {
+        let with_refresh = StoredToken::new(
+            7,
+            Token::new("acc").with_refresh_token("ref"),
+            SystemTime::now() + Duration::from_secs(60),
+        );
+        let keep = keep_for(&with_refresh, Duration::from_secs(600));
+        assert!(
+            keep > Duration::from_secs(600)
+                && keep <= Duration::from_secs(600) + Duration::from_secs(60),
+            "{keep:?}"
+        );
+        assert_eq!(keep_for(&with_refresh, Duration::MAX), Duration::MAX);
+        let access_only = StoredToken::new(
+            1,
+            Token::new("a"),
+            SystemTime::now() + Duration::from_secs(60),
+        );
+        assert!(keep_for(&access_only, Duration::from_secs(600)) <= Duration::from_secs(60));
     }
 }
