@@ -10,6 +10,7 @@
 
 use std::{
     future::Future,
+    ops::RangeInclusive,
     pin::Pin,
     sync::LazyLock,
     task::{Context, Waker},
@@ -64,6 +65,14 @@ impl Mock {
             server,
             _runtime: runtime,
         }
+    }
+
+    /// A server, a layer using it and its echo endpoint's URL.
+    fn setup(token_lifetime: Duration) -> (Self, WokeloAuthLayer, String) {
+        let mock = Self::start(token_lifetime);
+        let layer = mock.layer();
+        let url = mock.echo();
+        (mock, layer, url)
     }
 
     /// A layer over the default token client (`PasswordGrant::new`), which
@@ -136,6 +145,14 @@ fn ok_on(runtime: &Runtime, layer: &WokeloAuthLayer, url: &str) {
     );
 }
 
+/// The first token, fetched on a new current-thread runtime A; returns A
+/// (not driven any more) and a time after the fetch.
+fn first_token(layer: &WokeloAuthLayer, url: &str) -> (Runtime, Instant) {
+    let rt_a = current_thread();
+    ok_on(&rt_a, layer, url);
+    (rt_a, Instant::now())
+}
+
 /// Waits (driving the current runtime) until `done`, at most [`WAIT`].
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let poll = async {
@@ -173,41 +190,76 @@ fn sleep_past_refresh_point(fetched: Instant, lifetime: Duration) {
     std::thread::sleep(refresh_at.saturating_duration_since(Instant::now()) + ms(20));
 }
 
+/// Past the expiry of a token fetched before `fetched`.
+fn sleep_past_expiry(fetched: Instant, lifetime: Duration) {
+    std::thread::sleep((fetched + lifetime).saturating_duration_since(Instant::now()) + ms(50));
+}
+
+/// Checks that every request of a run was answered `200`, that the only
+/// `401`s were those refreshes cost, and that the token requests stay in
+/// `expected`.
+fn check_run(
+    statuses: &[Result<StatusCode, String>],
+    stats: &MockStats,
+    expected: RangeInclusive<u64>,
+) {
+    assert!(
+        statuses.iter().all(|s| s == &Ok(StatusCode::OK)),
+        "{statuses:?}"
+    );
+    assert!(
+        stats.unauthorized <= stats.refresh_grants * REFUSED_PER_REFRESH,
+        "{stats:?}"
+    );
+    assert!(
+        expected.contains(&stats.token_requests),
+        "token requests: {stats:?}"
+    );
+}
+
+/// Password grants, refresh grants and tokens issued.
+fn grants(stats: &MockStats) -> (u64, u64, u64) {
+    (
+        stats.password_grants,
+        stats.refresh_grants,
+        stats.tokens_issued,
+    )
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// On a runtime A: fetches a token, then past its refresh point starts the
+/// refresh-ahead with a request, and shuts A down while the refresh is in
+/// flight (the server never answers it). Returns when the token was
+/// fetched, at the latest.
+fn lose_a_refresh(mock: &Mock, layer: &WokeloAuthLayer, lifetime: Duration) -> Instant {
+    let url = mock.echo();
+    let (rt_a, fetched) = first_token(layer, &url);
+    sleep_past_refresh_point(fetched, lifetime);
+    mock.server.fail_next_token_requests(1, TokenFault::Hang);
+    rt_a.block_on(async {
+        let status = get(&mut service(layer), &url).await;
+        assert_eq!(status.expect("the still valid token"), StatusCode::OK);
+        until("the refresh-ahead", || mock.stats().token_requests == 2).await;
+    });
+    drop(rt_a);
+    fetched
 }
 
 #[test]
 fn a_refresh_lost_with_its_runtime_does_not_fail_the_first_request_after_expiry() {
     let lifetime = Duration::from_secs(3);
-    let mock = Mock::start(lifetime);
-    let layer = mock.layer();
-    let url = mock.echo();
+    let (mock, layer, url) = Mock::setup(lifetime);
 
-    let rt_a = current_thread();
-    ok_on(&rt_a, &layer, &url);
-    let fetched = Instant::now();
-    sleep_past_refresh_point(fetched, lifetime);
-    // The refresh reaches the server and is never answered: it is still in
-    // flight, on A, when A shuts down.
-    mock.server.fail_next_token_requests(1, TokenFault::Hang);
-    rt_a.block_on(async {
-        let status = get(&mut service(&layer), &url).await;
-        assert_eq!(status.expect("the still valid token"), StatusCode::OK);
-        until("the refresh-ahead", || mock.stats().token_requests == 2).await;
-    });
-    drop(rt_a);
+    let fetched = lose_a_refresh(&mock, &layer, lifetime);
 
-    std::thread::sleep((fetched + lifetime).saturating_duration_since(Instant::now()) + ms(50));
-    let rt_b = current_thread();
-    ok_on(&rt_b, &layer, &url);
+    sleep_past_expiry(fetched, lifetime);
+    ok_on(&current_thread(), &layer, &url);
     let stats = mock.stats();
     assert_eq!(
-        (
-            stats.password_grants,
-            stats.refresh_grants,
-            stats.tokens_issued
-        ),
+        grants(&stats),
         (1, 2, 2),
         "the lost refresh is fetched again, once, on B: {stats:?}"
     );
@@ -217,20 +269,9 @@ fn a_refresh_lost_with_its_runtime_does_not_fail_the_first_request_after_expiry(
 #[test]
 fn a_refresh_lost_with_its_runtime_is_started_again_before_expiry() {
     let lifetime = Duration::from_secs(3);
-    let mock = Mock::start(lifetime);
-    let layer = mock.layer();
-    let url = mock.echo();
+    let (mock, layer, url) = Mock::setup(lifetime);
 
-    let rt_a = current_thread();
-    ok_on(&rt_a, &layer, &url);
-    let fetched = Instant::now();
-    sleep_past_refresh_point(fetched, lifetime);
-    mock.server.fail_next_token_requests(1, TokenFault::Hang);
-    rt_a.block_on(async {
-        get(&mut service(&layer), &url).await.unwrap();
-        until("the refresh-ahead", || mock.stats().token_requests == 2).await;
-    });
-    drop(rt_a);
+    let fetched = lose_a_refresh(&mock, &layer, lifetime);
 
     // Still before expiry: a request on B is served the valid token and
     // starts the refresh again, which B (kept driven here) finishes.
@@ -247,7 +288,7 @@ fn a_refresh_lost_with_its_runtime_is_started_again_before_expiry() {
 
     // After the first token's expiry, the refreshed one is used: no new
     // token request.
-    std::thread::sleep((fetched + lifetime).saturating_duration_since(Instant::now()) + ms(50));
+    sleep_past_expiry(fetched, lifetime);
     ok_on(&rt_b, &layer, &url);
     let stats = mock.stats();
     assert_eq!(
@@ -261,9 +302,7 @@ fn a_refresh_lost_with_its_runtime_is_started_again_before_expiry() {
 
 #[test]
 fn a_fetch_started_on_an_idle_runtime_is_taken_over_by_a_live_one() {
-    let mock = Mock::start(Duration::from_secs(60));
-    let layer = mock.layer();
-    let url = mock.echo();
+    let (mock, layer, url) = Mock::setup(Duration::from_secs(60));
 
     // A starts the first fetch and is not driven again for now.
     let rt_a = current_thread();
@@ -296,9 +335,7 @@ fn a_fetch_started_on_an_idle_runtime_is_taken_over_by_a_live_one() {
 
 #[test]
 fn a_fetch_stalled_on_an_idle_runtime_costs_another_runtime_at_most_the_fetch_timeout() {
-    let mock = Mock::start(Duration::from_secs(60));
-    let layer = mock.layer();
-    let url = mock.echo();
+    let (mock, layer, url) = Mock::setup(Duration::from_secs(60));
 
     // A's worker sends the token request, then A is no longer driven: the
     // fetch is taken on, and stalled.
@@ -341,14 +378,10 @@ fn a_fetch_stalled_on_an_idle_runtime_costs_another_runtime_at_most_the_fetch_ti
 #[test]
 fn three_runtimes_one_dropped_one_idle_one_live() {
     let lifetime = Duration::from_secs(2);
-    let mock = Mock::start(lifetime);
-    let layer = mock.layer();
-    let url = mock.echo();
+    let (mock, layer, url) = Mock::setup(lifetime);
 
     // A fetches the first token (its connection, its wake timer).
-    let rt_a = current_thread();
-    ok_on(&rt_a, &layer, &url);
-    let fetched = Instant::now();
+    let (rt_a, fetched) = first_token(&layer, &url);
     sleep_past_refresh_point(fetched, lifetime);
 
     // B starts the refresh and stays idle; then A shuts down.
@@ -371,53 +404,30 @@ fn three_runtimes_one_dropped_one_idle_one_live() {
         }
         statuses
     });
-    assert!(
-        statuses.iter().all(|s| s == &Ok(StatusCode::OK)),
-        "{statuses:?}"
-    );
     drop(waiting_on_b);
     drop(rt_b);
     let stats = mock.stats();
     assert_eq!(stats.password_grants, 1, "{stats:?}");
-    assert!(
-        stats.unauthorized <= stats.refresh_grants * REFUSED_PER_REFRESH,
-        "{stats:?}"
-    );
     // The first token, and at most one per lifetime since (three lifetimes
     // started), with some slack for refreshes retried.
-    assert!(
-        (2..=6).contains(&stats.token_requests),
-        "token requests: {stats:?}"
-    );
+    check_run(&statuses, &stats, 2..=6);
 }
 
 #[test]
 fn a_token_fetched_on_an_idle_runtime_is_refreshed_from_another() {
     let lifetime = Duration::from_secs(2);
-    let mock = Mock::start(lifetime);
-    let layer = mock.layer();
-    let url = mock.echo();
+    let (mock, layer, url) = Mock::setup(lifetime);
 
     // A fetches the first token through the default token client and stays
     // alive, idle: anything it opened (a pooled connection, the wake timer)
     // is never driven again.
-    let rt_a = current_thread();
-    ok_on(&rt_a, &layer, &url);
-    let fetched = Instant::now();
-    std::thread::sleep((fetched + lifetime).saturating_duration_since(Instant::now()) + ms(50));
+    let (rt_a, fetched) = first_token(&layer, &url);
+    sleep_past_expiry(fetched, lifetime);
 
     let rt_b = current_thread();
     ok_on(&rt_b, &layer, &url);
     let stats = mock.stats();
-    assert_eq!(
-        (
-            stats.password_grants,
-            stats.refresh_grants,
-            stats.tokens_issued
-        ),
-        (1, 1, 2),
-        "{stats:?}"
-    );
+    assert_eq!(grants(&stats), (1, 1, 2), "{stats:?}");
     assert_eq!(stats.unauthorized, 0, "{stats:?}");
     drop(rt_a);
 }
@@ -463,27 +473,14 @@ fn a_static_client_serves_a_runtime_per_test_across_token_expiry() {
     );
 
     // After expiry, more tests, each on a new runtime.
-    std::thread::sleep(
-        (fetched + STATIC_LIFETIME).saturating_duration_since(Instant::now()) + ms(50),
-    );
+    sleep_past_expiry(fetched, STATIC_LIFETIME);
     for n in 2..6 {
         statuses.push(one_test(n, &url));
         std::thread::sleep(ms(300));
     }
-    assert!(
-        statuses.iter().all(|s| s == &Ok(StatusCode::OK)),
-        "{statuses:?}"
-    );
     let stats = STATIC_MOCK.stats();
     assert!(stats.refresh_grants >= 2, "{stats:?}");
-    assert!(
-        stats.unauthorized <= stats.refresh_grants * REFUSED_PER_REFRESH,
-        "{stats:?}"
-    );
     // The first token, the lost refresh, its replacement, and at most one
     // refresh-ahead of the second token.
-    assert!(
-        (3..=4).contains(&stats.token_requests),
-        "token requests: {stats:?}"
-    );
+    check_run(&statuses, &stats, 3..=4);
 }
