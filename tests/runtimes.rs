@@ -484,3 +484,30 @@ fn a_static_client_serves_a_runtime_per_test_across_token_expiry() {
     // refresh-ahead of the second token.
     check_run(&statuses, &stats, 3..=4);
 }
+
+#[test]
+fn a_service_kept_on_one_runtime_across_idle_gaps_attaches_no_expired_token() {
+    let lifetime = Duration::from_secs(2);
+    let (mock, layer, url) = Mock::setup(lifetime);
+
+    // One service (a job runner's field) on one current-thread runtime,
+    // driven only while a job runs: its wake timer cannot fire in between.
+    let runtime = current_thread();
+    let mut service = service(&layer);
+    runtime.block_on(async {
+        for _ in 0..3 {
+            assert_eq!(get(&mut service, &url).await.unwrap(), StatusCode::OK);
+        }
+    });
+    let fetched = Instant::now();
+    sleep_past_expiry(fetched, lifetime);
+
+    let status = runtime.block_on(get(&mut service, &url));
+    assert_eq!(status.unwrap(), StatusCode::OK);
+    let stats = mock.stats();
+    assert_eq!(
+        stats.unauthorized, 0,
+        "the expired token was attached from the service's copy: {stats:?}"
+    );
+    assert_eq!(stats.token_requests, 2, "{stats:?}");
+}
