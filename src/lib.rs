@@ -50,6 +50,8 @@
 //! | token expired | requests wait for one fetch |
 //! | `401` from the API | drops the token if it is still the one sent, gets a new one (one fetch for all), retries once with the body replayed; a second `401` is returned as it is |
 //! | `401`, body over the replay cap | returns the `401`; the token is refreshed for the next request |
+//! | `401` a new token cannot fix | a Bearer `insufficient_scope`/`invalid_request` challenge is returned as it is; a fresh token refused on the retry keeps its `401`s for [`WokeloAuthBuilder::unauthorized_backoff`] |
+//! | the runtime that started a fetch shuts down or idles | the fetch is started again, or taken over, from a live runtime; no request waits past the fetch timeout |
 //! | `403` | returned as it is; no refresh |
 //! | token endpoint `429`/`5xx`/down | retried with exponential backoff and jitter (honouring `Retry-After`) within the fetch timeout, then [`TokenErrorKind::Unavailable`] |
 //! | wrong credentials | [`TokenErrorKind::CredentialsRejected`], not retried; requests fail fast with it for the backoff window (30 s) |
