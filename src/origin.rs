@@ -94,6 +94,19 @@ impl ApiBase {
         self.https
     }
 
+    /// Whether the host is this machine: `localhost` (and names under
+    /// `.localhost`, RFC 6761 section 6.3) or a loopback address
+    /// (`127.0.0.0/8`, `::1`). Plain `http` is accepted for these without
+    /// opting in: nothing crosses a network.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host.trim_end_matches('.');
+        host == "localhost"
+            || host.ends_with(".localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// The URL of `path` (which starts with `/`) under this base.
     pub fn join(&self, path: &str) -> String {
         format!("{}{}", self.url, path)
@@ -253,6 +266,31 @@ mod tests {
         ] {
             let e = ApiBase::parse(bad).unwrap_err();
             assert!(e.to_string().contains("invalid Wokelo base URL"), "{e}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.8.9.10",
+            "http://[::1]:9000",
+            "http://localhost:3000",
+            "http://LOCALHOST",
+            "http://api.localhost",
+            "http://localhost.",
+        ] {
+            assert!(ApiBase::parse(url).unwrap().is_loopback(), "{url}");
+        }
+        for url in [
+            "http://api.wokelo.ai",
+            "http://10.0.0.1",
+            "http://localhost.example.com",
+            "http://[::2]",
+            "http://0.0.0.0",
+            "http://mylocalhost",
+        ] {
+            assert!(!ApiBase::parse(url).unwrap().is_loopback(), "{url}");
         }
     }
 }

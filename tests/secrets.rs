@@ -173,3 +173,50 @@ fn a_base_url_with_a_password_or_an_api_key_is_refused_without_quoting_them() {
         assert_absent(&shown, &["Sup3rS3cret".to_owned(), "analyst".to_owned()]);
     }
 }
+
+#[tokio::test]
+async fn plain_http_to_a_host_that_is_not_loopback_is_refused_before_anything_is_sent() {
+    // A host that does not resolve: had the layer tried to connect, the
+    // error would be Unavailable (DNS), not Configuration.
+    let credentials = Credentials::new("id", "client-s3cret", "u@example.com", "pa55word")
+        .with_base_url("http://wokelo-test.invalid:8080".parse().unwrap());
+    let layer = WokeloAuthLayer::new(PasswordGrant::new(credentials.clone()));
+    let service = client::<Empty<Bytes>>(&layer);
+    let e = send(
+        &service,
+        get("http://wokelo-test.invalid:8080/api/echo".into()),
+    )
+    .await
+    .unwrap_err();
+    let e = e.token_error().expect("a token error");
+    assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
+    assert!(e.to_string().contains("WOKELO_ALLOW_HTTP=1"), "{e}");
+
+    // Opted in, the token request goes out (and fails on DNS here).
+    let layer = WokeloAuthLayer::builder(PasswordGrant::new(credentials.allow_http(true)))
+        .token_retries(0)
+        .build();
+    let service = client::<Empty<Bytes>>(&layer);
+    let e = send(
+        &service,
+        get("http://wokelo-test.invalid:8080/api/echo".into()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.token_error().expect("a token error").kind(),
+        TokenErrorKind::Unavailable
+    );
+}
+
+#[tokio::test]
+async fn plain_http_to_localhost_needs_no_opt_in() {
+    let server = MockServer::start().await;
+    let c = server.config();
+    let base = format!("http://localhost:{}", server.addr().port());
+    let credentials = Credentials::new(&c.client_id, &c.client_secret, &c.username, &c.password)
+        .with_base_url(base.parse().unwrap());
+    let layer = WokeloAuthLayer::new(PasswordGrant::new(credentials));
+    let service = client::<Empty<Bytes>>(&layer);
+    assert_eq!(status_of(&service, format!("{base}/api/echo")).await, 200);
+}

@@ -228,6 +228,7 @@ impl Inner {
 
     async fn request(&self, grant: Grant, current: &Current) -> Result<Token, TokenError> {
         let c = &self.credentials;
+        c.check_transport()?;
         if c.base.is_https() && !cfg!(feature = "rustls") {
             return Err(TokenError::new(
                 TokenErrorKind::Configuration,
