@@ -49,6 +49,12 @@ impl WokeloAuthLayer {
     pub fn api_base(&self) -> &ApiBase {
         &self.auth.base
     }
+
+    /// What every service of this layer shares.
+    #[cfg(feature = "rustls")]
+    pub(crate) fn auth(&self) -> &Arc<Auth> {
+        &self.auth
+    }
 }
 
 impl<S: Clone> Layer<S> for WokeloAuthLayer {

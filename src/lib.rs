@@ -92,6 +92,9 @@
 mod backoff;
 mod cache;
 mod challenge;
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub mod client;
 mod error;
 pub mod future;
 mod layer;
@@ -111,6 +114,8 @@ mod token_client;
 pub mod testing;
 
 pub use cache::{DEFAULT_LIFETIME, MAX_FAILURE_WINDOW, MAX_LIFETIME, MIN_LIFETIME};
+#[cfg(feature = "rustls")]
+pub use client::{Client, ClientBuilder, ClientError, ClientErrorKind};
 pub use error::{BoxError, ConfigError, Error, OAuthErrorBody, TokenError, TokenErrorKind};
 pub use layer::{WokeloAuthBuilder, WokeloAuthLayer};
 pub use origin::{ApiBase, DEFAULT_BASE_URL};

@@ -38,6 +38,16 @@ impl Entry {
 }
 
 impl TokenCache {
+    /// The access token cached now, valid or not: for scrubbing text that an
+    /// API may quote back.
+    #[cfg(feature = "rustls")]
+    pub(crate) fn cached_access_token(&self) -> Option<secrecy::SecretString> {
+        self.current
+            .load()
+            .as_ref()
+            .map(|e| e.token.access_token().clone())
+    }
+
     pub(super) fn entry(&self, token: Token, requested_at: Instant, store_id: u64) -> FetchOutput {
         let lifetime = effective_lifetime(token.expires_in(), self.config.default_lifetime);
         self.entry_for(token, requested_at, lifetime, store_id)

@@ -81,10 +81,12 @@ impl Credentials {
             Some(v) => match v.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => true,
                 "" | "0" | "false" | "no" | "off" => false,
-                _ => return Err(ConfigError::new(format!(
+                _ => {
+                    return Err(ConfigError::new(format!(
                     "{ALLOW_HTTP_VAR} must be 1, true, yes or on (or 0, false, no, off), not {:?}",
                     v.chars().take(20).collect::<String>()
-                ))),
+                )))
+                }
             },
         };
         let [id, secret, user, pass] = std::mem::take(&mut values);

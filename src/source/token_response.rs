@@ -120,6 +120,21 @@ pub(crate) fn parse_error_body(body: &[u8]) -> crate::OAuthErrorBody {
     oauth_error::parse_error_body(body, &Scrubber::default())
 }
 
+/// The fields of an API answer's error body (`error`, `error_description`,
+/// `detail`, `message`), each on one line and cut short, with `secrets`
+/// (the access token the request carried) scrubbed: for the ready client.
+#[cfg(feature = "rustls")]
+pub(crate) fn parse_api_error_body<'a>(
+    body: &[u8],
+    secrets: impl IntoIterator<Item = &'a str>,
+) -> crate::OAuthErrorBody {
+    let mut scrubber = Scrubber::default();
+    for secret in secrets {
+        scrubber.add(secret);
+    }
+    oauth_error::parse_error_body(body, &scrubber)
+}
+
 /// `expires_in` as a duration: a positive, finite number of seconds (integer,
 /// float or numeric string), saturated at [`crate::MAX_LIFETIME`]. Zero,
 /// negative, non-finite and non-numeric values give `None`: the layer then
