@@ -15,45 +15,49 @@ pub(crate) fn new_token_may_help(headers: &HeaderMap) -> bool {
     headers
         .get_all(WWW_AUTHENTICATE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .filter_map(bearer_error)
+        // Quoted strings may hold text that is not ASCII (RFC 9110 allows
+        // obs-text): read the value lossily rather than skip it.
+        .flat_map(|value| bearer_errors(&String::from_utf8_lossy(value.as_bytes())))
         .all(|error| error.eq_ignore_ascii_case("invalid_token"))
 }
 
-/// The `error` parameter of a Bearer challenge in this header value, if the
-/// value holds a Bearer challenge with one.
+/// The `error` parameters of the Bearer challenges in this header value.
 ///
 /// A header value may list several challenges (`Basic realm="x", Bearer
 /// error="invalid_token"`); parameters belong to the challenge whose scheme
-/// came last before them. Quoted values may contain commas and escaped
-/// quotes.
-fn bearer_error(value: &str) -> Option<String> {
+/// came last before them. An item is a new challenge when it starts with a
+/// word not followed by `=` (RFC 9110 section 11.6.1 allows spaces around
+/// `=`); empty items (`, ,`) are skipped. Quoted values may contain commas
+/// and escaped quotes.
+fn bearer_errors(value: &str) -> Vec<String> {
+    let mut errors = Vec::new();
     let mut in_bearer = false;
     for item in split_items(value) {
         let item = item.trim();
-        let param = match item.split_once(char::is_whitespace) {
-            // `Scheme param=value`: a new challenge with its first parameter.
-            Some((scheme, rest)) if !scheme.contains('=') => {
-                in_bearer = scheme.eq_ignore_ascii_case("bearer");
-                rest.trim()
-            }
-            _ if !item.contains('=') => {
-                // A scheme alone (`Bearer`).
-                in_bearer = item.eq_ignore_ascii_case("bearer");
-                continue;
-            }
-            _ => item,
+        if item.is_empty() {
+            continue;
+        }
+        let word_end = item
+            .find(|c: char| c.is_whitespace() || c == '=')
+            .unwrap_or(item.len());
+        let after_word = item[word_end..].trim_start();
+        let param = if after_word.starts_with('=') {
+            item
+        } else {
+            // `Scheme` or `Scheme param=value`.
+            in_bearer = item[..word_end].eq_ignore_ascii_case("bearer");
+            after_word
         };
-        if !in_bearer {
+        if !in_bearer || param.is_empty() {
             continue;
         }
         if let Some((name, value)) = param.split_once('=') {
             if name.trim().eq_ignore_ascii_case("error") {
-                return Some(unquote(value.trim()));
+                errors.push(unquote(value.trim()));
             }
         }
     }
-    None
+    errors
 }
 
 /// Splits at commas outside quoted strings.
@@ -131,8 +135,30 @@ mod tests {
             r#"Basic error="insufficient_scope", Bearer realm="api""#
         ])));
         assert_eq!(
-            bearer_error(r#"Bearer realm="a,b", error="insufficient_scope""#).as_deref(),
-            Some("insufficient_scope")
+            bearer_errors(r#"Bearer realm="a,b", error="insufficient_scope""#),
+            ["insufficient_scope"]
         );
+    }
+
+    #[test]
+    fn odd_spacing_empty_items_text_and_several_challenges() {
+        for v in [
+            r#"Bearer realm="api", error = "insufficient_scope""#,
+            r#"Bearer realm="api", , error="insufficient_scope""#,
+            r#"Bearer error="invalid_token", Bearer error="insufficient_scope""#,
+            "Bearer   error=insufficient_scope",
+        ] {
+            assert!(!new_token_may_help(&headers(&[v])), "{v}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            WWW_AUTHENTICATE,
+            http::HeaderValue::from_bytes(
+                "Bearer error=\"insufficient_scope\", error_description=\"Zugriff f\u{fc}r Admins\""
+                    .as_bytes(),
+            )
+            .unwrap(),
+        );
+        assert!(!new_token_may_help(&h));
     }
 }

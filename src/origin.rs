@@ -141,14 +141,19 @@ impl ApiBase {
 /// characters.
 fn redacted(url: &str) -> String {
     let url = url.trim();
-    let (rest, tail) = match url.find(['?', '#']) {
-        Some(i) => (&url[..i], format!("{}[REDACTED]", &url[i..=i])),
-        None => (url, String::new()),
+    // User info first: a password may itself hold `?`, `#` or `/`, so
+    // everything up to the last `@` goes, wherever the query would start.
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let url = match url[start..].rfind('@') {
+        Some(at) => format!("{}[REDACTED]@{}", &url[..start], &url[start + at + 1..]),
+        None => url.to_owned(),
     };
-    let start = rest.find("://").map_or(0, |i| i + 3);
-    let rest = match rest.rfind('@') {
-        Some(at) if at >= start => format!("{}[REDACTED]@{}", &rest[..start], &rest[at + 1..]),
-        _ => rest.to_owned(),
+    let (rest, tail) = match url[start..].find(['?', '#']) {
+        Some(i) => {
+            let i = start + i;
+            (&url[..i], format!("{}[REDACTED]", &url[i..=i]))
+        }
+        None => (url.as_str(), String::new()),
     };
     crate::source::scrub::one_line(&format!("{rest}{tail}"), 100)
 }
@@ -240,6 +245,16 @@ mod tests {
                 "is not allowed",
             ),
             ("analyst:Sup3rS3cret@host", "[REDACTED]@host", ""),
+            (
+                "https://analyst:Sup3rS3cret#1@api.wokelo.ai",
+                "https://[REDACTED]@api.wokelo.ai",
+                "",
+            ),
+            (
+                "https://analyst:Sup3r?S3cret/x@api.wokelo.ai",
+                "https://[REDACTED]@api.wokelo.ai",
+                "",
+            ),
         ] {
             let e = ApiBase::parse(bad).unwrap_err();
             let text = format!("{e} {e:?}");

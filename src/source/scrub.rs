@@ -49,6 +49,10 @@ impl Scrubber {
         let debug = format!("{secret:?}");
         let mut encoded = vec![
             secret.to_owned(),
+            // RFC 3986 section 2.1: percent-encoding's hex digits may come
+            // back in either case.
+            lowercase_hex(&form.replace('+', "%20")),
+            lowercase_hex(&form),
             form.replace('+', "%20"),
             form,
             ascii_json(&json),
@@ -71,7 +75,9 @@ impl Scrubber {
     /// Overlapping occurrences of different secrets become one marker, so no
     /// piece of either is left.
     pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut hits: Vec<Range<usize>> = Vec::new();
+        // The value of a secret field, whatever it holds: also a secret the
+        // request did not carry (a new token) or one cut short by the server.
+        let mut hits: Vec<Range<usize>> = keyed_values(text);
         for needle in &self.needles {
             for (at, found) in text.match_indices(needle.text.as_str()) {
                 let range = at..at + found.len();
@@ -105,6 +111,87 @@ impl Scrubber {
     pub(crate) fn excerpt(&self, text: &str, max_chars: usize) -> String {
         one_line(&self.scrub(text), max_chars)
     }
+}
+
+/// Names of fields whose values are secrets, wherever they are quoted.
+const SECRET_FIELDS: [&str; 5] = [
+    "client_secret",
+    "password",
+    "refresh_token",
+    "access_token",
+    "id_token",
+];
+
+/// The ranges of values given to [`SECRET_FIELDS`] in `text`, in the forms a
+/// request or answer is quoted in: `name=value` (urlencoded), `"name":
+/// "value"` (JSON, also escaped inside another JSON string), and
+/// `name="name"` followed by a blank line and the value (multipart). A value
+/// ends at its closing quote, or, unquoted, at `&`, whitespace or a quote;
+/// so a cut-off value is covered to its end. Prose (`password: too short`)
+/// is left alone: only these exact shapes count.
+fn keyed_values(text: &str) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let lower = text.to_ascii_lowercase();
+    let mut hits = Vec::new();
+    for field in SECRET_FIELDS {
+        for (at, _) in lower.match_indices(field) {
+            let mut i = at + field.len();
+            // The name's closing quote, if any (`"password"`, `\"password\"`).
+            let mut quoted_name = false;
+            while i < bytes.len() && matches!(bytes[i], b'"' | b'\\') {
+                quoted_name = true;
+                i += 1;
+            }
+            let start = if !quoted_name && bytes.get(i) == Some(&b'=') {
+                // urlencoded: the value runs to `&`, whitespace or a quote.
+                i + 1
+            } else if quoted_name {
+                let mut j = i;
+                while j < bytes.len() && matches!(bytes[j], b' ' | b'\t') {
+                    j += 1;
+                }
+                if bytes.get(j) == Some(&b':') {
+                    // JSON: skip to the value's opening quote.
+                    j += 1;
+                    while j < bytes.len() && matches!(bytes[j], b' ' | b'\t' | b'\\') {
+                        j += 1;
+                    }
+                    if bytes.get(j) != Some(&b'"') {
+                        continue;
+                    }
+                    j + 1
+                } else if text[j..].starts_with("\r\n\r\n") {
+                    // multipart: the part's body after the blank line.
+                    j + 4
+                } else {
+                    continue;
+                }
+            } else {
+                continue;
+            };
+            let end = text[start..]
+                .find(|c: char| matches!(c, '&' | '"' | '\\' | '\'') || c.is_whitespace())
+                .map_or(text.len(), |n| start + n);
+            if end > start {
+                hits.push(start..end);
+            }
+        }
+    }
+    hits
+}
+
+/// `text` with the hex digits of its percent-escapes in lowercase.
+fn lowercase_hex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        out.push_str(&escape.to_ascii_lowercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The start of outside text fit for a one-line message or log field: control
@@ -243,5 +330,51 @@ mod tests {
             s.excerpt("<html>\r\n  <b>Denied</b>\u{202E}\x1b[31m\n</html>", 120),
             "<html> <b>Denied</b> [31m </html>"
         );
+    }
+
+    #[test]
+    fn values_of_secret_fields_are_redacted_even_when_cut_or_unknown() {
+        let s = Scrubber::default();
+        // A server that cut the echo 24 characters into the secret.
+        assert_eq!(
+            s.scrub(
+                "body: grant_type=password&client_id=id&client_secret=cl1ent-S3cret-Zq9xW7vB4n..."
+            ),
+            "body: grant_type=password&client_id=id&client_secret=[REDACTED]"
+        );
+        // A token the request did not carry, in a body that did not parse.
+        assert_eq!(
+            s.scrub("\u{feff}{\"access_token\" : \"NewAcc3ss\", \"expires_in\": 1e400}"),
+            "\u{feff}{\"access_token\" : \"[REDACTED]\", \"expires_in\": 1e400}"
+        );
+        // JSON quoted inside a JSON string.
+        assert_eq!(
+            s.scrub(r#"{\"password\":\"Hunter2\"}"#),
+            r#"{\"password\":\"[REDACTED]\"}"#
+        );
+        // A multipart part.
+        assert_eq!(
+            s.scrub("name=\"refresh_token\"\r\n\r\nr-123\r\n--b"),
+            "name=\"refresh_token\"\r\n\r\n[REDACTED]\r\n--b"
+        );
+        // Prose about a field is kept.
+        for prose in [
+            "password: too short",
+            "the password is wrong",
+            "invalid password=",
+            "\"password\" is required",
+        ] {
+            assert_eq!(s.scrub(prose), prose);
+        }
+    }
+
+    #[test]
+    fn percent_escapes_in_lowercase_are_caught() {
+        let mut s = Scrubber::default();
+        s.add("pässwörd/ü Hunter2");
+        let echoed = "bad form: password=p%c3%a4ssw%c3%b6rd%2f%c3%bc+Hunter2 and p%C3%A4ssw%C3%B6rd%2F%C3%BC%20Hunter2";
+        let scrubbed = s.scrub(&format!("x {echoed}"));
+        assert!(!scrubbed.contains("Hunter2"), "{scrubbed}");
+        assert_eq!(scrubbed, "x bad form: password=[REDACTED] and [REDACTED]");
     }
 }

@@ -26,6 +26,8 @@ pub(crate) fn interpret(
     body: &[u8],
     mut scrubber: Scrubber,
 ) -> Result<Token, TokenError> {
+    // A byte-order mark, as some .NET servers send, is not part of the JSON.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let json = serde_json::from_slice::<Value>(body);
     if let Ok(Value::Object(obj)) = &json {
         for key in ["access_token", "refresh_token", "id_token"] {
@@ -39,7 +41,10 @@ pub(crate) fn interpret(
         _ if !status.is_success() || oauth_error => Err(oauth_error::failure(
             grant, status, headers, body, &scrubber,
         )),
-        Ok(value) => token_from_json(&value),
+        // No token: whatever the server said instead (`detail`, `message`)
+        // goes with the error.
+        Ok(value) => token_from_json(&value)
+            .map_err(|e| e.with_body(oauth_error::parse_error_body(body, &scrubber))),
         Err(e) => Err(not_json(
             &e,
             &format!(
@@ -148,9 +153,12 @@ pub(crate) fn lifetime_from_json(value: &Value) -> Option<Duration> {
     if !secs.is_finite() || secs <= 0.0 {
         return None;
     }
-    Some(Duration::from_secs_f64(
-        secs.min(crate::MAX_LIFETIME.as_secs_f64()),
-    ))
+    // A positive lifetime too small to represent is the shortest one, not
+    // "none" (which would mean the one-hour default).
+    Some(
+        Duration::from_secs_f64(secs.min(crate::MAX_LIFETIME.as_secs_f64()))
+            .max(Duration::from_nanos(1)),
+    )
 }
 
 /// `Retry-After` as a delay from now: either delay-seconds or an HTTP-date
@@ -317,5 +325,62 @@ mod tests {
             http::HeaderValue::from_bytes(b"\xff5").unwrap(),
         );
         assert_eq!(parse_retry_after(&h), None);
+    }
+
+    #[test]
+    fn a_success_without_a_token_keeps_what_the_server_said() {
+        let e = interpret(
+            Grant::Password,
+            http::StatusCode::OK,
+            &HeaderMap::new(),
+            br#"{"detail":"Account locked until 12:00 UTC"}"#,
+            Scrubber::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::InvalidResponse);
+        assert!(
+            e.to_string().contains("Account locked until 12:00 UTC"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_json_is_ignored() {
+        let token = interpret(
+            Grant::Password,
+            http::StatusCode::OK,
+            &HeaderMap::new(),
+            b"\xEF\xBB\xBF{\"access_token\":\"a1\",\"expires_in\":60}",
+            Scrubber::default(),
+        )
+        .unwrap();
+        assert_eq!(token.access_token().expose_secret(), "a1");
+    }
+
+    #[test]
+    fn an_unparsable_success_never_quotes_its_tokens() {
+        for body in [
+            "{\"access_token\":\"NewAcc3ssTok3n\",\"expires_in\":1e400}",
+            ")]}'\n{\"access_token\":\"NewAcc3ssTok3n\",\"refresh_token\":\"R3fresh\"}",
+        ] {
+            let e = interpret(
+                Grant::Password,
+                http::StatusCode::OK,
+                &HeaderMap::new(),
+                body.as_bytes(),
+                Scrubber::default(),
+            )
+            .unwrap_err();
+            let text = format!("{e} {e:?}");
+            assert!(
+                !text.contains("NewAcc3ss") && !text.contains("R3fresh"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tiny_positive_lifetime_is_not_taken_for_none() {
+        assert!(lifetime_from_json(&json!(1e-300)).is_some());
     }
 }
