@@ -176,6 +176,11 @@ fn a_base_url_with_a_password_or_an_api_key_is_refused_without_quoting_them() {
 
 #[tokio::test]
 async fn plain_http_to_a_host_that_is_not_loopback_is_refused_before_anything_is_sent() {
+    // Every test in this file that logs holds a subscriber: tracing caches a
+    // call site's interest, and a call site first hit with no subscriber
+    // would stay silent for the tests that capture.
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber());
     // A host that does not resolve: had the layer tried to connect, the
     // error would be Unavailable (DNS), not Configuration.
     let credentials = Credentials::new("id", "client-s3cret", "u@example.com", "pa55word")
@@ -207,10 +212,16 @@ async fn plain_http_to_a_host_that_is_not_loopback_is_refused_before_anything_is
         e.token_error().expect("a token error").kind(),
         TokenErrorKind::Unavailable
     );
+    assert_absent(
+        &captured.text(),
+        &["client-s3cret".into(), "pa55word".into()],
+    );
 }
 
 #[tokio::test]
 async fn plain_http_to_localhost_needs_no_opt_in() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber());
     let server = MockServer::start().await;
     let c = server.config();
     let base = format!("http://localhost:{}", server.addr().port());
