@@ -45,6 +45,7 @@ async fn logins(server: &MockServer, layers: usize, store: impl Fn() -> RedisSto
 }
 
 #[tokio::test]
+#[ignore = "needs redis-server on the PATH: run with `-- --ignored` (CI does)"]
 async fn a_password_protected_redis_shares_the_token_and_never_shows_the_password() {
     let Some(redis) = Redis::start_with(free_port(), &["--requirepass", PASSWORD]) else {
         return;
@@ -103,6 +104,7 @@ async fn a_password_protected_redis_shares_the_token_and_never_shows_the_passwor
 /// verified and the token is shared over TLS; a CA that is not PEM is a
 /// clear error.
 #[tokio::test]
+#[ignore = "needs redis-server on the PATH: run with `-- --ignored` (CI does)"]
 async fn a_tls_redis_is_used_with_its_private_ca_and_refused_without_it() {
     let certified =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])

@@ -1,9 +1,10 @@
 //! A `redis-server` for the tests that need one.
 //!
-//! Needs `redis-server` on the PATH (`.ci/run` installs it). Without it the
-//! tests that start one print that they were skipped, unless
-//! `WOKELO_REQUIRE_REDIS=1`, which makes a missing server a failure (CI sets
-//! it).
+//! Needs `redis-server` on the PATH (`.ci/run` installs it). The tests that
+//! start one are `#[ignore]`d, so `cargo test` lists them as ignored with the
+//! reason; `cargo test --all-features --test redis_fleet --test redis_auth --
+//! --ignored` runs them. Run so without `redis-server`, they print that they
+//! were skipped, or fail with `WOKELO_REQUIRE_REDIS=1` (CI sets it).
 
 use std::{
     net::TcpListener,
