@@ -94,6 +94,7 @@ mod cache;
 mod challenge;
 mod error;
 pub mod future;
+pub mod handle;
 mod layer;
 mod origin;
 #[cfg(test)]
@@ -112,6 +113,7 @@ pub mod testing;
 
 pub use cache::{DEFAULT_LIFETIME, MAX_FAILURE_WINDOW, MAX_LIFETIME, MIN_LIFETIME};
 pub use error::{BoxError, ConfigError, Error, OAuthErrorBody, TokenError, TokenErrorKind};
+pub use handle::{AccessToken, AuthSnapshot, TokenHandle};
 pub use layer::{WokeloAuthBuilder, WokeloAuthLayer};
 pub use origin::{ApiBase, DEFAULT_BASE_URL};
 pub use replay::{ReplayBody, DEFAULT_MAX_REPLAY_BODY_BYTES};
