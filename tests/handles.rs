@@ -291,3 +291,41 @@ async fn nothing_a_handle_prints_contains_a_secret() {
     }
     assert!(printed.contains("[REDACTED]"));
 }
+
+#[tokio::test]
+async fn refresh_through_a_shared_store_fetches_and_shares_the_new_token() {
+    let server = MockServer::start().await;
+    let path = std::env::temp_dir()
+        .join(format!(
+            "wokelo-auth-handles-{}-{:x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ))
+        .join("token.json");
+    let layer = |server: &MockServer| {
+        common::builder(server)
+            .token_store(wokelo_auth::store::FileStore::new(&path))
+            .build()
+    };
+    // Two processes sharing the token file.
+    let (a, b) = (layer(&server), layer(&server));
+    let first = a.handle().token().await.unwrap();
+    let adopted = b.handle().token().await.unwrap();
+    assert_eq!(adopted.expose_secret(), first.expose_secret());
+    assert_eq!(server.stats().token_requests, 1);
+
+    // A forced refresh does not adopt the stored token: it renews it.
+    let renewed = b.handle().refresh().await.unwrap();
+    assert_ne!(renewed.expose_secret(), first.expose_secret());
+    let stats = server.stats();
+    assert_eq!((stats.token_requests, stats.refresh_grants), (2, 1));
+
+    // The other process's token was revoked by the rotation; its 401
+    // adopts the renewed token from the store, without a token request.
+    let service = client::<Empty<Bytes>>(&a);
+    assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
+    let stats = server.stats();
+    assert_eq!(stats.token_requests, 2);
+    assert_eq!(stats.tokens_presented[renewed.expose_secret()], 1);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
