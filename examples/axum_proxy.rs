@@ -39,9 +39,9 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
 };
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tower::{ServiceBuilder, ServiceExt};
-use serde_json::{json, Value};
 use wokelo_auth::{
     testing::MockConfig, ApiBase, AuthSnapshot, BoxError, Credentials, Error, PasswordGrant,
     ReplayBody, TokenHandle, WokeloAuth, WokeloAuthLayer,
@@ -311,7 +311,13 @@ async fn self_test_run() -> Result<(), BoxError> {
 
     // 5. The token cache as /healthz shows it: one fetch on first use, one
     // after each revocation; one 401 retried, one returned.
-    let (status, body) = send(&client, "GET", format!("http://{proxy}/healthz"), Bytes::new()).await?;
+    let (status, body) = send(
+        &client,
+        "GET",
+        format!("http://{proxy}/healthz"),
+        Bytes::new(),
+    )
+    .await?;
     let health: Value = serde_json::from_str(&body)?;
     let (f, u) = (&health["fetches"], &health["unauthorized"]);
     check(
@@ -329,10 +335,21 @@ async fn self_test_run() -> Result<(), BoxError> {
     // 6. A proxy with a wrong password fails its health check, not a user's
     // request first.
     let c = server.config();
-    let wrong = Credentials::new(&c.client_id, &c.client_secret, &c.username, "not-the-password")
-        .with_base_url(server.base_url().parse()?);
+    let wrong = Credentials::new(
+        &c.client_id,
+        &c.client_secret,
+        &c.username,
+        "not-the-password",
+    )
+    .with_base_url(server.base_url().parse()?);
     let failing = start(&Api::Real(wrong), "127.0.0.1:0").await?;
-    let (status, body) = send(&client, "GET", format!("http://{failing}/healthz"), Bytes::new()).await?;
+    let (status, body) = send(
+        &client,
+        "GET",
+        format!("http://{failing}/healthz"),
+        Bytes::new(),
+    )
+    .await?;
     let health: Value = serde_json::from_str(&body)?;
     check(
         status == StatusCode::SERVICE_UNAVAILABLE

@@ -260,7 +260,9 @@ async fn the_snapshot_counts_a_scripted_sequence_exactly() {
     assert!(!s.fetching);
     let last = s.last_error.as_ref().expect("the failed fetch");
     assert_eq!(last.error.kind(), TokenErrorKind::InvalidResponse);
-    assert!(s.failing_fast_for.is_some_and(|d| d <= Duration::from_secs(1)));
+    assert!(s
+        .failing_fast_for
+        .is_some_and(|d| d <= Duration::from_secs(1)));
     assert!(last.at <= std::time::SystemTime::now());
 }
 

@@ -113,8 +113,14 @@ async fn a_wrapper_that_hides_its_base_is_warned_about_once_naming_the_fix() {
     assert_eq!(logs.matches(MISMATCH).count(), 1, "once per layer: {logs}");
     let line = logs.lines().find(|l| l.contains(MISMATCH)).unwrap();
     assert!(line.contains(" WARN "), "{line}");
-    assert!(line.contains(&api.base_url()), "names the request's origin: {line}");
-    assert!(line.contains("https://api.wokelo.ai"), "and the one in use: {line}");
+    assert!(
+        line.contains(&api.base_url()),
+        "names the request's origin: {line}"
+    );
+    assert!(
+        line.contains("https://api.wokelo.ai"),
+        "and the one in use: {line}"
+    );
     assert!(line.contains("WokeloAuthBuilder::api_base"), "{line}");
     assert!(line.contains("TokenSource::api_base"), "{line}");
     assert!(!line.contains("s3cr3t-query"), "no path or query: {line}");

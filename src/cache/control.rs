@@ -38,7 +38,6 @@ impl TokenCache {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::cache::test_support::cache;
 
     #[tokio::test]

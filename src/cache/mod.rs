@@ -35,6 +35,8 @@ mod snapshot;
 mod store_sync;
 mod timer;
 
+use counters::Counters;
+pub(crate) use counters::Unauthorized;
 #[cfg(test)]
 pub(crate) use entry::effective_lifetime;
 pub(crate) use entry::Entry;
@@ -43,8 +45,6 @@ pub(crate) use local::LocalToken;
 pub use snapshot::{
     AuthSnapshot, CachedToken, ErrorKindCounts, FetchCounts, LastTokenError, UnauthorizedCounts,
 };
-pub(crate) use counters::Unauthorized;
-use counters::Counters;
 use timer::{current_runtime, NO_TIMER};
 
 use std::{
