@@ -331,3 +331,40 @@ async fn refresh_through_a_shared_store_fetches_and_shares_the_new_token() {
     assert_eq!(stats.tokens_presented[renewed.expose_secret()], 1);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+#[tokio::test(start_paused = true)]
+async fn token_past_the_refresh_point_refreshes_ahead_and_hands_out_the_valid_token() {
+    let server = MockServer::start_with(wokelo_auth::testing::MockConfig {
+        token_lifetime: Duration::from_secs(100),
+        ..Default::default()
+    })
+    .await;
+    let layer = common::builder(&server).build();
+    let auth = layer.handle();
+    let first = auth.token().await.unwrap();
+    let refresh_in = auth.snapshot().token.unwrap().refresh_in;
+    assert!(
+        refresh_in >= Duration::from_secs(79) && refresh_in <= Duration::from_secs(90),
+        "10-20 % before expiry: {refresh_in:?}"
+    );
+
+    tokio::time::advance(refresh_in + Duration::from_millis(1)).await;
+    let still = auth.token().await.unwrap();
+    assert_eq!(still.expose_secret(), first.expose_secret(), "no wait");
+    // The refresh runs in the background; a forced refresh now joins it.
+    assert!(auth.snapshot().fetching);
+    let next = auth.refresh().await.unwrap();
+    assert_ne!(next.expose_secret(), first.expose_secret());
+    let snapshot = auth.snapshot();
+    assert_eq!(
+        (snapshot.fetches.refresh_ahead, snapshot.fetches.forced),
+        (1, 0)
+    );
+    assert_eq!(snapshot.fetches.succeeded, 2);
+    let stats = server.stats();
+    assert_eq!((stats.token_requests, stats.refresh_grants), (2, 1));
+    assert_eq!(
+        auth.token().await.unwrap().expose_secret(),
+        next.expose_secret()
+    );
+}
