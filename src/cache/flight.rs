@@ -4,7 +4,9 @@ use super::*;
 
 impl TokenCache {
     /// The slow path: a valid token, fetching one (or joining the fetch in
-    /// flight) if needed. Fails fast inside the failure backoff window.
+    /// flight) if needed; with [`Reason::Forced`], the outcome of a fetch
+    /// even though a valid token is cached. Fails fast inside the failure
+    /// backoff window.
     pub(crate) fn acquire(self: &Arc<Self>, reason: Reason) -> Acquire {
         Acquire {
             cache: self.clone(),
