@@ -5,8 +5,13 @@
 //! ```sh
 //! cargo run --example axum_proxy                 # serves until Ctrl-C
 //! curl 'http://127.0.0.1:PORT/wokelo/api/enterprise/company/search?query=stripe'
+//! curl 'http://127.0.0.1:PORT/healthz'           # the token cache, as JSON
 //! cargo run --example axum_proxy -- --self-test  # mock + proxy + checks, then exits
 //! ```
+//!
+//! `/healthz` answers `200` when a token is held or can be had, `503` with
+//! the last error otherwise (wrong credentials, token endpoint down), with
+//! the layer's [`AuthSnapshot`] as JSON: for a readiness probe and metrics.
 //!
 //! It binds `PROXY_ADDR` (default `127.0.0.1:0`, a free port) and forwards to
 //! the API of the `WOKELO_*` credentials, or to the embedded mock when they
@@ -25,8 +30,8 @@ use axum::{
     extract::{Request, State},
     http::{header, HeaderMap, StatusCode, Uri, Version},
     response::{IntoResponse, Response},
-    routing::any,
-    Router,
+    routing::{any, get},
+    Json, Router,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -34,11 +39,12 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
 };
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tower::{ServiceBuilder, ServiceExt};
 use wokelo_auth::{
-    testing::MockConfig, ApiBase, BoxError, Error, PasswordGrant, ReplayBody, WokeloAuth,
-    WokeloAuthLayer,
+    testing::MockConfig, ApiBase, AuthSnapshot, BoxError, Credentials, Error, PasswordGrant,
+    ReplayBody, TokenHandle, WokeloAuth, WokeloAuthLayer,
 };
 
 use support::Api;
@@ -51,6 +57,8 @@ type Upstream = WokeloAuth<Client<support::Connector, ReplayBody<Body>>>;
 struct Proxy {
     client: Upstream,
     base: ApiBase,
+    /// The layer's token cache, for `/healthz`.
+    auth: TokenHandle,
 }
 
 #[tokio::main]
@@ -85,9 +93,74 @@ fn router(api: &Api) -> Router {
     let client: Upstream = ServiceBuilder::new()
         .layer(WokeloAuthLayer::new(PasswordGrant::new(credentials)))
         .service(support::http_client());
+    let auth = client.handle();
     Router::new()
         .route("/wokelo/{*path}", any(forward))
-        .with_state(Proxy { client, base })
+        .route("/healthz", get(healthz))
+        .with_state(Proxy { client, base, auth })
+}
+
+/// `200` with the token cache's state when a token is held or can be had,
+/// `503` with the last error otherwise.
+///
+/// `login` fetches a token only if none is held, through the layer's single
+/// flight; after wrong credentials it fails fast for the backoff window
+/// (30 s) without a token request, so a probe every few seconds costs one
+/// token request per window.
+async fn healthz(State(proxy): State<Proxy>) -> Response {
+    let login = proxy.auth.login().await;
+    let status = match login {
+        Ok(()) => StatusCode::OK,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(snapshot_json(&proxy.auth.snapshot()))).into_response()
+}
+
+/// The snapshot as JSON: times in seconds (since the Unix epoch for
+/// points in time), never a token.
+fn snapshot_json(s: &AuthSnapshot) -> Value {
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let f = &s.fetches;
+    let u = &s.unauthorized;
+    json!({
+        "token": s.token.as_ref().map(|t| json!({
+            "generation": t.generation,
+            "expires_at": unix(t.expires_at),
+            "expires_in_s": t.expires_in.as_secs(),
+            "refresh_in_s": t.refresh_in.as_secs(),
+        })),
+        "fetching": s.fetching,
+        "failing_fast_for_s": s.failing_fast_for.map(|d| d.as_secs_f64()),
+        "fetches": {
+            "started": f.started(),
+            "missing": f.missing,
+            "refresh_ahead": f.refresh_ahead,
+            "unauthorized": f.unauthorized,
+            "forced": f.forced,
+            "succeeded": f.succeeded,
+            "failed": {
+                "credentials_rejected": f.failed.credentials_rejected,
+                "unavailable": f.failed.unavailable,
+                "timed_out": f.failed.timed_out,
+                "invalid_response": f.failed.invalid_response,
+                "configuration": f.failed.configuration,
+            },
+            "attempts": f.attempts,
+        },
+        "unauthorized": {
+            "tokens_dropped": u.tokens_dropped,
+            "retried": u.retried,
+            "returned": u.returned,
+        },
+        "last_error": s.last_error.as_ref().map(|e| json!({
+            "kind": format!("{:?}", e.error.kind()),
+            "message": e.error.to_string(),
+            "at": unix(e.at),
+        })),
+    })
 }
 
 /// `/wokelo/<rest>` -> `<base>/<rest>`, method, headers and body as they came.
@@ -166,6 +239,7 @@ async fn serve() -> Result<(), BoxError> {
     let local = start(&api, &addr).await?;
     println!("Forwarding http://{local}/wokelo/* to {}", api.describe());
     println!("Try: curl 'http://{local}/wokelo/api/enterprise/company/search?query=stripe'");
+    println!("Health: curl 'http://{local}/healthz'");
     println!("Ctrl-C to stop.");
     tokio::signal::ctrl_c().await?;
     Ok(())
@@ -234,6 +308,59 @@ async fn self_test_run() -> Result<(), BoxError> {
     );
     let (status, _) = send(&client, "GET", url("/api/echo"), Bytes::new()).await?;
     check(status == StatusCode::OK, format!("next GET -> {status}"));
+
+    // 5. The token cache as /healthz shows it: one fetch on first use, one
+    // after each revocation; one 401 retried, one returned.
+    let (status, body) = send(
+        &client,
+        "GET",
+        format!("http://{proxy}/healthz"),
+        Bytes::new(),
+    )
+    .await?;
+    let health: Value = serde_json::from_str(&body)?;
+    let (f, u) = (&health["fetches"], &health["unauthorized"]);
+    check(
+        status == StatusCode::OK
+            && health["token"]["expires_in_s"].as_u64() > Some(3500)
+            && health["last_error"].is_null()
+            && (&f["missing"], &f["unauthorized"], &f["succeeded"]) == (&json!(1), &json!(2), &json!(3))
+            && (&u["retried"], &u["returned"]) == (&json!(1), &json!(1)),
+        format!(
+            "GET /healthz -> {status}: token held, fetches missing {} + unauthorized {}, 401s retried {}, returned {}",
+            f["missing"], f["unauthorized"], u["retried"], u["returned"]
+        ),
+    );
+
+    // 6. A proxy with a wrong password fails its health check, not a user's
+    // request first.
+    let c = server.config();
+    let wrong = Credentials::new(
+        &c.client_id,
+        &c.client_secret,
+        &c.username,
+        "not-the-password",
+    )
+    .with_base_url(server.base_url().parse()?);
+    let failing = start(&Api::Real(wrong), "127.0.0.1:0").await?;
+    let (status, body) = send(
+        &client,
+        "GET",
+        format!("http://{failing}/healthz"),
+        Bytes::new(),
+    )
+    .await?;
+    let health: Value = serde_json::from_str(&body)?;
+    check(
+        status == StatusCode::SERVICE_UNAVAILABLE
+            && health["token"].is_null()
+            && health["last_error"]["kind"] == "CredentialsRejected"
+            && !body.contains("not-the-password"),
+        format!(
+            "wrong password: GET /healthz -> {status}, last error {}: {}",
+            health["last_error"]["kind"], health["last_error"]["message"]
+        ),
+    );
 
     let stats = server.stats();
     println!(

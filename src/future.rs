@@ -22,7 +22,7 @@ use tower::util::Oneshot;
 use tower_service::Service;
 
 use crate::{
-    cache::{Acquire, Invalidation, Reason, TokenCache},
+    cache::{Acquire, Invalidation, Reason, TokenCache, Unauthorized},
     challenge,
     replay::{ReplayBody, ReplayHandle},
     service::{BaseOrigin, RetryHandle},
@@ -297,6 +297,7 @@ where
                         "API answered 401 to a freshly fetched token too; returning the 401"
                     );
                     cache.refused_on_retry(*generation);
+                    cache.count_unauthorized(Unauthorized::Returned);
                 }
                 return Poll::Ready(Ok(response));
             }
@@ -377,6 +378,7 @@ where
             generation = retry.generation,
             "API answered 401 with a Bearer error a new token cannot fix; returning it"
         );
+        cache.count_unauthorized(Unauthorized::Returned);
         return Err(response);
     }
     let invalidated = cache.invalidate(retry.generation);
@@ -385,6 +387,7 @@ where
             generation = retry.generation,
             "API answered 401 to a token it refused right after it was fetched; returning it"
         );
+        cache.count_unauthorized(Unauthorized::Returned);
         return Err(response);
     }
     let Some(body) = retry.replay.replay() else {
@@ -394,8 +397,10 @@ where
             "API answered 401; the request body cannot be replayed (streamed past the replay cap, or not sent whole), so the 401 is returned and the token refreshed for the next request"
         );
         cache.prefetch(Reason::Unauthorized);
+        cache.count_unauthorized(Unauthorized::Returned);
         return Err(response);
     };
+    cache.count_unauthorized(Unauthorized::Retried);
     tracing::debug!(
         generation = retry.generation,
         ?invalidated,

@@ -1,14 +1,22 @@
 //! [`WokeloAuthLayer`] and its builder.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
+use http::Uri;
 use tower_layer::Layer;
 
 use crate::{
     cache::{CacheConfig, TokenCache},
     replay::DEFAULT_MAX_REPLAY_BODY_BYTES,
     store::TokenStore,
-    ApiBase, TokenSource, WokeloAuth,
+    ApiBase, TokenHandle, TokenSource, WokeloAuth,
 };
 
 /// What every clone of the service shares: the token cache and the settings.
@@ -16,6 +24,46 @@ pub(crate) struct Auth {
     pub(crate) cache: Arc<TokenCache>,
     pub(crate) base: ApiBase,
     pub(crate) max_replay_body_bytes: usize,
+    /// `base` is [`DEFAULT_BASE_URL`](crate::DEFAULT_BASE_URL) because
+    /// neither the builder nor the source named one.
+    base_defaulted: bool,
+    /// The warning that a request does not match a defaulted base was
+    /// logged (see [`Auth::unmatched_origin`]).
+    warned_origin: AtomicBool,
+}
+
+impl Auth {
+    /// A request that is not for the API origin, and goes out without a
+    /// token. When the origin is the default one, no one chose it: a source
+    /// that wraps [`PasswordGrant`](crate::PasswordGrant) without forwarding
+    /// [`TokenSource::api_base`] silently sends every request to the real
+    /// API's base unauthenticated. Says so once per layer, naming the fix.
+    /// Called only for requests that do not match, off the hot path.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn unmatched_origin(&self, uri: &Uri) {
+        if !self.base_defaulted || self.warned_origin.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        // The request's origin only: its path and query may hold secrets,
+        // and so may user info in its authority.
+        let origin = match (uri.scheme_str(), uri.host()) {
+            (Some(scheme), Some(host)) => match uri.port_u16() {
+                Some(port) => format!("{scheme}://{host}:{port}"),
+                None => format!("{scheme}://{host}"),
+            },
+            _ => "a relative URI".to_owned(),
+        };
+        tracing::warn!(
+            request_origin = %origin,
+            api_base = %self.base,
+            "a request to {origin} does not match the API origin {}, so it is sent without a token; \
+             that origin is the default, as neither WokeloAuthBuilder::api_base nor the token source \
+             (TokenSource::api_base) names one: if the API is at {origin}, set WokeloAuthBuilder::api_base, \
+             or forward TokenSource::api_base from a source that wraps another (logged once per layer)",
+            self.base
+        );
+    }
 }
 
 /// A [`Layer`] that authenticates requests to the Wokelo API.
@@ -48,6 +96,14 @@ impl WokeloAuthLayer {
     /// The API base URL whose origin gets the token.
     pub fn api_base(&self) -> &ApiBase {
         &self.auth.base
+    }
+
+    /// A handle on the layer's token: read it, refresh it, drop it, log in
+    /// eagerly, take a snapshot of the cache for a health endpoint. Shares
+    /// the cache of every service this layer builds. See
+    /// [`TokenHandle`].
+    pub fn handle(&self) -> TokenHandle {
+        TokenHandle::new(self.auth.clone())
     }
 
     /// What every service of this layer shares.
@@ -196,10 +252,16 @@ impl WokeloAuthBuilder {
 
     /// Builds the layer.
     pub fn build(self) -> WokeloAuthLayer {
-        let base = self
-            .base
-            .or_else(|| self.source.api_base().cloned())
-            .unwrap_or_default();
+        let named = self.base.or_else(|| self.source.api_base().cloned());
+        let base_defaulted = named.is_none();
+        if base_defaulted {
+            tracing::debug!(
+                source = self.source.name(),
+                api_base = crate::DEFAULT_BASE_URL,
+                "neither WokeloAuthBuilder::api_base nor the token source names an API base; using the default"
+            );
+        }
+        let base = named.unwrap_or_default();
         let store_key = self
             .source
             .store_key()
@@ -214,6 +276,8 @@ impl WokeloAuthBuilder {
                 )),
                 base,
                 max_replay_body_bytes: self.max_replay_body_bytes,
+                base_defaulted,
+                warned_origin: AtomicBool::new(false),
             }),
         }
     }

@@ -57,9 +57,15 @@
 //! | wrong credentials | [`TokenErrorKind::CredentialsRejected`], not retried; requests fail fast with it for the backoff window (30 s) |
 //! | request to another host | passes through without the token |
 //! | request with its own `Authorization` | passes through untouched, never retried |
+//! | no API base named (builder or source) and a request for another origin | passes through without the token; a WARN once per layer names the origin in use and the fix ([`WokeloAuthBuilder::api_base`], or forwarding [`TokenSource::api_base`]) |
 //!
 //! # More
 //!
+//! - [`TokenHandle`] (from [`WokeloAuthLayer::handle`] or
+//!   [`WokeloAuth::handle`]): the token for other consumers (a websocket, a
+//!   download through another client), a forced refresh, eager login at
+//!   start-up, and an [`AuthSnapshot`] of the cache for health endpoints
+//!   and metrics.
 //! - [`store`]: persist the token in a file for a command-line tool, or share
 //!   one token and one refresher across a fleet through Redis.
 //! - [`retry_policy`]: Wokelo's published retry rules for `429` and `5xx`, as
@@ -97,6 +103,7 @@ mod challenge;
 pub mod client;
 mod error;
 pub mod future;
+pub mod handle;
 mod layer;
 mod origin;
 #[cfg(test)]
@@ -117,6 +124,7 @@ pub use cache::{DEFAULT_LIFETIME, MAX_FAILURE_WINDOW, MAX_LIFETIME, MIN_LIFETIME
 #[cfg(feature = "rustls")]
 pub use client::{Client, ClientBuilder, ClientError, ClientErrorKind};
 pub use error::{BoxError, ConfigError, Error, OAuthErrorBody, TokenError, TokenErrorKind};
+pub use handle::{AccessToken, AuthSnapshot, TokenHandle};
 pub use layer::{WokeloAuthBuilder, WokeloAuthLayer};
 pub use origin::{ApiBase, DEFAULT_BASE_URL};
 pub use replay::{ReplayBody, DEFAULT_MAX_REPLAY_BODY_BYTES};

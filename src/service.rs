@@ -24,7 +24,7 @@ use crate::{
     future::{ResponseFuture, Retry, RetryParts},
     layer::Auth,
     replay::{ReplayBody, ReplayHandle},
-    ApiBase, BoxError, Error,
+    BoxError, Error, TokenHandle,
 };
 
 /// Authenticates requests to the Wokelo API; built by
@@ -173,6 +173,12 @@ impl<S> WokeloAuth<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// A handle on the token this service attaches, shared with the layer
+    /// that built it and every clone: see [`TokenHandle`].
+    pub fn handle(&self) -> TokenHandle {
+        TokenHandle::new(self.state.auth.clone())
+    }
 }
 
 impl<S: Clone> Clone for WokeloAuth<S> {
@@ -219,7 +225,7 @@ where
         let origin = if !headers.is_empty() && headers.contains_key(AUTHORIZATION) {
             Origin::Other
         } else {
-            api_origin(&auth.base, &state.authority, request.uri())
+            api_origin(auth, &state.authority, request.uri())
         };
         if origin == Origin::Other {
             return ResponseFuture::passthrough(
@@ -274,15 +280,17 @@ enum Origin {
     Other,
 }
 
-/// Whether `uri` is for the API origin: [`ApiBase::same_origin`], with a
+/// Whether `uri` is for the API origin: [`ApiBase::same_origin`](crate::ApiBase::same_origin), with a
 /// fast path for the common case of a request whose scheme and authority
 /// are spelled as in the base URL (then host and port are equal, so the
 /// full check would agree), which skips parsing host and port.
 /// `base_authority` is the base's authority as spelled in its URL.
 #[inline(always)]
-fn api_origin(base: &ApiBase, base_authority: &str, uri: &Uri) -> Origin {
+fn api_origin(auth: &Auth, base_authority: &str, uri: &Uri) -> Origin {
+    let base = &auth.base;
     let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
         // A relative URI has no origin.
+        auth.unmatched_origin(uri);
         return Origin::Other;
     };
     // `Scheme::as_str` is inlined, and a comparison with a constant string
@@ -295,15 +303,20 @@ fn api_origin(base: &ApiBase, base_authority: &str, uri: &Uri) -> Origin {
     if scheme_matches && authority.as_str() == base_authority {
         return Origin::SpelledAsBase;
     }
-    if same_origin(base, uri) {
+    if same_origin(auth, uri) {
         Origin::Same
     } else {
         Origin::Other
     }
 }
 
-/// The full origin check, out of line.
+/// The full origin check, out of line; a request that does not match may
+/// be worth a warning (see [`Auth::unmatched_origin`]).
 #[inline(never)]
-fn same_origin(base: &ApiBase, uri: &Uri) -> bool {
-    base.same_origin(uri)
+fn same_origin(auth: &Auth, uri: &Uri) -> bool {
+    let same = auth.base.same_origin(uri);
+    if !same {
+        auth.unmatched_origin(uri);
+    }
+    same
 }

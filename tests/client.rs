@@ -159,3 +159,20 @@ async fn a_call_that_outlives_its_timeout_is_a_timeout_error() {
     assert_eq!(e.kind(), ClientErrorKind::Timeout, "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn the_client_hands_out_its_token_and_logs_in_eagerly() {
+    let server = MockServer::start().await;
+    let client = Client::new(server.credentials());
+    client.handle().login().await.unwrap();
+    let token = client.handle().token().await.unwrap();
+    assert_eq!(client.get("/api/echo").await.unwrap().status(), 200);
+    let stats = server.stats();
+    assert_eq!(stats.token_requests, 1, "{stats:?}");
+    assert_eq!(
+        stats.tokens_presented.get(token.expose_secret()).copied(),
+        Some(1),
+        "the request carried the token the handle gave: {stats:?}"
+    );
+    assert!(client.handle().snapshot().token.is_some());
+}

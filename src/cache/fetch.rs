@@ -63,6 +63,7 @@ impl TokenCache {
     ) -> Result<(Token, Instant), TokenError> {
         loop {
             *attempts += 1;
+            self.counters.0.attempt();
             let requested_at = Instant::now();
             let outcome = tokio::time::timeout_at(deadline, self.source.fetch(current.as_ref()))
                 .await

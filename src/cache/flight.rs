@@ -4,7 +4,9 @@ use super::*;
 
 impl TokenCache {
     /// The slow path: a valid token, fetching one (or joining the fetch in
-    /// flight) if needed. Fails fast inside the failure backoff window.
+    /// flight) if needed; with [`Reason::Forced`], the outcome of a fetch
+    /// even though a valid token is cached. Fails fast inside the failure
+    /// backoff window.
     pub(crate) fn acquire(self: &Arc<Self>, reason: Reason) -> Acquire {
         Acquire {
             cache: self.clone(),
@@ -29,6 +31,7 @@ impl TokenCache {
         if current.as_ref().is_some_and(|e| e.generation == generation) {
             drop(current);
             self.publish(None);
+            self.counters.0.token_dropped();
             Invalidation::Dropped
         } else {
             Invalidation::Replaced
@@ -76,6 +79,7 @@ impl TokenCache {
         })?;
         let id = state.next_fetch_id;
         state.next_fetch_id += 1;
+        self.counters.0.started(reason);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let flight = Arc::new(Flight {
             id,
@@ -149,6 +153,7 @@ impl TokenCache {
         }
         state.inflight = None;
         self.fetching.store(false, Ordering::Release);
+        self.counters.0.completed(output);
         let now = Instant::now();
         match output {
             Ok(entry) => {
@@ -157,6 +162,10 @@ impl TokenCache {
                 self.publish(Some(entry.clone()));
             }
             Err(error) => {
+                state.last_error = Some(LastTokenError {
+                    error: error.clone(),
+                    at: SystemTime::now(),
+                });
                 let serving = self.valid_entry(now);
                 let window = self.failure_window(error, serving.is_some());
                 state.failure = window.map(|w| Failure {
@@ -289,8 +298,11 @@ impl Acquire {
         let cache = &self.cache;
         let mut state = cache.lock();
         let now = Instant::now();
-        if let Some(entry) = cache.valid_entry(now) {
-            return Err(Ok(entry));
+        // A forced refresh wants a token newer than the cached one.
+        if self.reason != Reason::Forced {
+            if let Some(entry) = cache.valid_entry(now) {
+                return Err(Ok(entry));
+            }
         }
         if state.inflight.is_none() {
             if let Some(failure) = state.failure.as_ref().filter(|f| now < f.until) {

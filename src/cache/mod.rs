@@ -24,19 +24,27 @@
 //!   for a token another process stored, and refreshes only under the
 //!   store's lock, from the stored refresh token (see [`crate::store`]).
 
+mod control;
+mod counters;
 mod entry;
 mod fetch;
 mod flight;
 mod local;
 mod refresh;
+mod snapshot;
 mod store_sync;
 mod timer;
 
+use counters::Counters;
+pub(crate) use counters::Unauthorized;
 #[cfg(test)]
 pub(crate) use entry::effective_lifetime;
 pub(crate) use entry::Entry;
 pub(crate) use flight::{Acquire, Invalidation};
 pub(crate) use local::LocalToken;
+pub use snapshot::{
+    AuthSnapshot, CachedToken, ErrorKindCounts, FetchCounts, LastTokenError, UnauthorizedCounts,
+};
 use timer::{current_runtime, NO_TIMER};
 
 use std::{
@@ -165,6 +173,9 @@ pub(crate) struct TokenCache {
     store_down: AtomicBool,
     /// A comparison with the store is running.
     syncing: AtomicBool,
+    /// Fetches by reason and outcome, and what `401`s led to; written on
+    /// slow paths only.
+    counters: CachePadded<Counters>,
     /// The timer task of the entry stored last (see [`TokenCache::set_timer`]),
     /// aborted when another replaces it, so that no timers pile up.
     timer: Mutex<Option<tokio::task::AbortHandle>>,
@@ -182,6 +193,8 @@ struct State {
     /// its `401`s are not worth another token.
     refused: Option<(u64, Instant)>,
     next_fetch_id: u64,
+    /// The last fetch that failed, for [`AuthSnapshot::last_error`].
+    last_error: Option<LastTokenError>,
 }
 
 struct Inflight {
@@ -194,8 +207,8 @@ struct Failure {
     until: Instant,
 }
 
-/// Why a fetch started, for tracing.
-#[derive(Clone, Copy, Debug)]
+/// Why a fetch started, for tracing and [`FetchCounts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reason {
     /// No token yet, or the cached one expired.
     Missing,
@@ -203,6 +216,9 @@ pub(crate) enum Reason {
     RefreshAhead,
     /// The API answered `401` to the cached token.
     Unauthorized,
+    /// [`TokenHandle::refresh`](crate::TokenHandle::refresh): a new token
+    /// even though the cached one is valid.
+    Forced,
 }
 
 impl Reason {
@@ -211,6 +227,7 @@ impl Reason {
             Self::Missing => "missing",
             Self::RefreshAhead => "refresh_ahead",
             Self::Unauthorized => "unauthorized",
+            Self::Forced => "forced",
         }
     }
 }
@@ -233,6 +250,7 @@ impl TokenCache {
             store_key,
             store_down: AtomicBool::new(false),
             syncing: AtomicBool::new(false),
+            counters: CachePadded(Counters::default()),
             timer: Mutex::new(None),
             config,
         }

@@ -65,7 +65,10 @@ impl TokenCache {
             (Some(e), Reason::Unauthorized) => (Some(e.store_id), Duration::ZERO),
             _ => (None, Duration::ZERO),
         };
-        let usable = |s: &StoredToken| Some(s.id) != avoid && s.remaining() > outlive;
+        // A forced refresh wants a token from the source, not one stored
+        // before it was asked for; the stored refresh token still feeds it.
+        let forced = reason == Reason::Forced;
+        let usable = |s: &StoredToken| !forced && Some(s.id) != avoid && s.remaining() > outlive;
         let mut waited = false;
         loop {
             match self.store_op(self.store.load(key)).await {

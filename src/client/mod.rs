@@ -104,6 +104,14 @@ impl Client {
         &self.inner.layer
     }
 
+    /// A handle on the client's token: read it (for a websocket or a
+    /// download through another client), force a refresh, drop it, log in
+    /// eagerly at start-up, or take a snapshot for a health endpoint. See
+    /// [`TokenHandle`](crate::TokenHandle).
+    pub fn handle(&self) -> crate::TokenHandle {
+        self.inner.layer.handle()
+    }
+
     /// The absolute URI of `path_or_url`: a path (starting with `/`) joined
     /// to the base URL, or an `http`/`https` URL as it is (which gets the
     /// token only if it is for the API's origin).

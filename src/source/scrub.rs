@@ -126,7 +126,8 @@ const SECRET_FIELDS: [&str; 5] = [
 /// request or answer is quoted in: `name=value` (urlencoded), `"name":
 /// "value"` (JSON, also escaped inside another JSON string), and
 /// `name="name"` followed by a blank line and the value (multipart). A value
-/// ends at its closing quote, or, unquoted, at `&`, whitespace or a quote;
+/// ends at its closing quote, or, unquoted, at `&`, whitespace, a quote or
+/// a delimiter of the text around it (`<`, `>`, `,`, `;`, a bracket);
 /// so a cut-off value is covered to its end. Prose (`password: too short`)
 /// is left alone: only these exact shapes count.
 fn keyed_values(text: &str) -> Vec<Range<usize>> {
@@ -170,7 +171,12 @@ fn keyed_values(text: &str) -> Vec<Range<usize>> {
                 continue;
             };
             let end = text[start..]
-                .find(|c: char| matches!(c, '&' | '"' | '\\' | '\'') || c.is_whitespace())
+                .find(|c: char| {
+                    matches!(
+                        c,
+                        '&' | '"' | '\\' | '\'' | '<' | '>' | ',' | ';' | ')' | ']' | '}'
+                    ) || c.is_whitespace()
+                })
                 .map_or(text.len(), |n| start + n);
             if end > start {
                 hits.push(start..end);
