@@ -381,7 +381,8 @@ where
         cache.count_unauthorized(Unauthorized::Returned);
         return Err(response);
     }
-    let invalidated = cache.invalidate(retry.generation);
+    let body = retry.replay.replay();
+    let invalidated = cache.invalidate(retry.generation, body.is_some());
     if invalidated == Invalidation::Refused {
         tracing::debug!(
             generation = retry.generation,
@@ -390,7 +391,7 @@ where
         cache.count_unauthorized(Unauthorized::Returned);
         return Err(response);
     }
-    let Some(body) = retry.replay.replay() else {
+    let Some(body) = body else {
         tracing::warn!(
             generation = retry.generation,
             ?invalidated,

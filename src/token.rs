@@ -56,6 +56,15 @@ impl Token {
         self
     }
 
+    /// The same token without its refresh token: for a fetch after one
+    /// whose refresh may have been presented but whose answer was lost.
+    pub(crate) fn without_refresh_token(&self) -> Self {
+        Self {
+            refresh_token: None,
+            ..self.clone()
+        }
+    }
+
     /// The access token.
     pub fn access_token(&self) -> &SecretString {
         &self.access_token

@@ -235,3 +235,36 @@ async fn the_window_follows_the_setting() {
         "no window: each call refreshes once (1 + 3)"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_api_refusing_every_token_with_bodies_that_are_not_kept_costs_two_tokens() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let source = token_source_fn(move |_current: Option<&Token>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok(Token::new(format!("t{n}"))) }
+    });
+    // Bodies over the replay cap: no retry, so no retry can show that fresh
+    // tokens do not help.
+    let layer = WokeloAuthLayer::builder(source)
+        .max_replay_body_bytes(16)
+        .build();
+    let service = layer.layer(service_fn(|_: Request<ReplayBody<Full<Bytes>>>| async {
+        let mut response = Response::new(Empty::<Bytes>::new());
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        Ok::<_, Infallible>(response)
+    }));
+    for _ in 0..50 {
+        let request = Request::post("https://api.wokelo.ai/api/enterprise/report")
+            .body(Full::new(Bytes::from(vec![b'x'; 100])))
+            .unwrap();
+        let response = service.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 401);
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the first token, and one fetched for the first 401"
+    );
+}

@@ -5,7 +5,14 @@ use super::*;
 impl TokenCache {
     /// One fetch, traced: through the shared store if there is one, else
     /// straight from the source.
-    pub(super) async fn run_fetch(&self, last: Option<Arc<Entry>>, reason: Reason) -> FetchOutput {
+    /// `refresh_spent`: `last`'s refresh token may have been presented by a
+    /// fetch whose answer was lost; it is not presented again.
+    pub(super) async fn run_fetch(
+        &self,
+        last: Option<Arc<Entry>>,
+        reason: Reason,
+        refresh_spent: bool,
+    ) -> FetchOutput {
         let span = tracing::info_span!(
             "wokelo_auth.token_fetch",
             source = self.source.name(),
@@ -23,7 +30,10 @@ impl TokenCache {
                 self.fetch_shared(last, reason, deadline, &mut attempts)
                     .await
             } else {
-                let current = last.map(|e| e.token.clone());
+                let current = last.map(|e| match refresh_spent {
+                    true => e.token.without_refresh_token(),
+                    false => e.token.clone(),
+                });
                 let (token, requested_at) = self
                     .fetch_from_source(current, deadline, &mut attempts)
                     .await?;

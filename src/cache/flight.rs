@@ -19,11 +19,25 @@ impl TokenCache {
     /// After a `401`: drops the cached token if it is still `generation`,
     /// unless a new token already failed the same way (see
     /// [`TokenCache::refused_on_retry`]).
-    pub(crate) fn invalidate(self: &Arc<Self>, generation: u64) -> Invalidation {
-        let state = self.lock();
+    ///
+    /// `replayable`: the request will be retried. When it will not (its body
+    /// was not kept), a token that was itself fetched for a `401` within the
+    /// unauthorized backoff is kept too: no retry shows whether fresh tokens
+    /// help, and dropping it would make every such request cost a token.
+    pub(crate) fn invalidate(self: &Arc<Self>, generation: u64, replayable: bool) -> Invalidation {
+        let mut state = self.lock();
+        let now = Instant::now();
+        if !replayable {
+            if let Some((fetched, at)) = state.fetched_for_401 {
+                let until = after(at, self.unauthorized_backoff());
+                if fetched == generation && now < until {
+                    state.refused = Some((generation, until));
+                }
+            }
+        }
         if state
             .refused
-            .is_some_and(|(refused, until)| refused == generation && Instant::now() < until)
+            .is_some_and(|(refused, until)| refused == generation && now < until)
         {
             return Invalidation::Refused;
         }
@@ -44,11 +58,12 @@ impl TokenCache {
     /// they are rather than each costing a new token (see
     /// [`WokeloAuthBuilder::unauthorized_backoff`](crate::WokeloAuthBuilder::unauthorized_backoff)).
     pub(crate) fn refused_on_retry(&self, generation: u64) {
-        let until = after(
-            Instant::now(),
-            self.config.unauthorized_backoff.min(MAX_FAILURE_WINDOW),
-        );
+        let until = after(Instant::now(), self.unauthorized_backoff());
         self.lock().refused = Some((generation, until));
+    }
+
+    fn unauthorized_backoff(&self) -> Duration {
+        self.config.unauthorized_backoff.min(MAX_FAILURE_WINDOW)
     }
 
     /// Starts a fetch in the background unless a token is cached, a fetch is
@@ -86,6 +101,7 @@ impl TokenCache {
             runtime: runtime.id(),
             deadline: after(Instant::now(), self.config.fetch_timeout),
             last: state.last.clone(),
+            refresh_spent: state.refresh_spent,
             reason,
             sender: Mutex::new(Some(sender)),
             workers: AtomicUsize::new(0),
@@ -125,7 +141,10 @@ impl TokenCache {
             };
             worker.sender = Some(sender);
             let flight = &worker.flight;
-            let output = cache.run_fetch(flight.last.clone(), flight.reason).await;
+            let last = flight.last.clone();
+            let output = cache
+                .run_fetch(last, flight.reason, flight.refresh_spent)
+                .await;
             cache.complete(flight.id, &output);
             if let Some(sender) = worker.sender.take() {
                 let _ = sender.send(output);
@@ -135,11 +154,13 @@ impl TokenCache {
 
     /// Forgets the fetch `id` without an outcome: its worker is gone (its
     /// runtime shut down) or stuck on an idle runtime. The next request
-    /// starts another.
-    pub(super) fn abandon(&self, id: u64) {
+    /// starts another. `taken_on`: a worker had started it, so its refresh
+    /// token may have been presented (see `State::refresh_spent`).
+    pub(super) fn abandon(&self, id: u64, taken_on: bool) {
         let mut state = self.lock();
         if state.inflight.as_ref().map(|i| i.flight.id) == Some(id) {
             state.inflight = None;
+            state.refresh_spent |= taken_on;
             self.fetching.store(false, Ordering::Release);
         }
     }
@@ -151,12 +172,16 @@ impl TokenCache {
         if state.inflight.as_ref().map(|i| i.flight.id) != Some(id) {
             return;
         }
-        state.inflight = None;
+        let reason = state.inflight.take().map(|i| i.flight.reason);
         self.fetching.store(false, Ordering::Release);
         self.counters.0.completed(output);
         let now = Instant::now();
         match output {
             Ok(entry) => {
+                if reason == Some(Reason::Unauthorized) {
+                    state.fetched_for_401 = Some((entry.generation, now));
+                }
+                state.refresh_spent = false;
                 state.last = Some(entry.clone());
                 state.failure = None;
                 self.publish(Some(entry.clone()));
@@ -207,6 +232,8 @@ pub(super) struct Flight {
     deadline: Instant,
     /// The token being replaced, and why: the fetch's inputs.
     last: Option<Arc<Entry>>,
+    /// `last`'s refresh token may have been spent (see `State::refresh_spent`).
+    refresh_spent: bool,
     reason: Reason,
     /// Taken by the worker that runs the fetch. Dropped unsent (the waiters
     /// see the fetch lost) when no worker is left to run it.
@@ -230,6 +257,7 @@ struct Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         let last = self.flight.workers.fetch_sub(1, Ordering::AcqRel) == 1;
+        let taken_on = self.sender.is_some();
         let sender = match self.sender.take() {
             // This worker ran the fetch and did not finish it.
             Some(sender) => Some(sender),
@@ -255,7 +283,7 @@ impl Drop for Worker {
             let _ = sender.send(output);
         } else {
             // Dropping the sender tells the waiters; they start again.
-            cache.abandon(self.flight.id);
+            cache.abandon(self.flight.id, taken_on);
         }
     }
 }
@@ -278,7 +306,7 @@ pub(crate) struct Acquire {
 }
 
 struct Joined {
-    id: u64,
+    flight: Arc<Flight>,
     fetch: Shared<FetchFuture>,
     /// The fetch's deadline on this request's runtime, when the fetch runs
     /// on another one.
@@ -327,7 +355,7 @@ impl Acquire {
             _ => None,
         };
         Ok(Joined {
-            id: flight.id,
+            flight: flight.clone(),
             fetch: inflight.fetch.clone(),
             deadline,
         })
@@ -367,7 +395,13 @@ impl Future for Acquire {
                         return Poll::Pending;
                     };
                     ready!(deadline.as_mut().poll(cx));
-                    this.cache.abandon(joined.id);
+                    let taken_on = joined
+                        .flight
+                        .sender
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .is_none();
+                    this.cache.abandon(joined.flight.id, taken_on);
                     return Poll::Ready(Err(this.cache.timed_out(
                         "the token fetch, running on another Tokio runtime that did not drive it, did not finish",
                     )));

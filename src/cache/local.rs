@@ -168,7 +168,7 @@ mod tests {
             cache.current(&mut local).unwrap();
             let (_, generation) = cache.current(&mut local).unwrap();
             assert!(has_copy(&local));
-            assert_eq!(cache.invalidate(generation), Invalidation::Dropped);
+            assert_eq!(cache.invalidate(generation, true), Invalidation::Dropped);
             assert!(cache.current(&mut local).is_none());
             assert!(!has_copy(&local));
         });

@@ -192,6 +192,13 @@ struct State {
     /// A token the API refused on the retry after a `401`, and until when
     /// its `401`s are not worth another token.
     refused: Option<(u64, Instant)>,
+    /// The newest token fetched because of a `401`, and when.
+    fetched_for_401: Option<(u64, Instant)>,
+    /// A fetch that took `last`'s refresh token on was lost (its runtime
+    /// shut down, or stalled past the deadline): the refresh token may have
+    /// been presented and rotated, so the next fetch does not present it
+    /// again (with reuse protection, that would revoke the family).
+    refresh_spent: bool,
     next_fetch_id: u64,
     /// The last fetch that failed, for [`AuthSnapshot::last_error`].
     last_error: Option<LastTokenError>,

@@ -110,7 +110,7 @@ mod tests {
         runtime.block_on(async {
             for _ in 0..20 {
                 let entry = cache.acquire(Reason::Missing).await.unwrap();
-                cache.invalidate(entry.generation);
+                cache.invalidate(entry.generation, true);
             }
             cache.acquire(Reason::Missing).await.unwrap();
             for _ in 0..10 {
