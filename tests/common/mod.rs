@@ -4,6 +4,8 @@
 
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 use std::{
     sync::{Arc, Mutex},
