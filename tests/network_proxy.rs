@@ -36,6 +36,9 @@ const PROXY_PASSWORD: &str = "pr0xy-s3cret-pa55";
 /// `Basic base64("proxy-user:pr0xy-s3cret-pa55")`.
 const PROXY_BASIC: &str = "Basic cHJveHktdXNlcjpwcjB4eS1zM2NyZXQtcGE1NQ==";
 
+/// A request line and its `Proxy-Authorization` value, as the proxy saw them.
+type Seen = (String, Option<String>);
+
 /// What the forward proxy does with a request.
 #[derive(Clone, Copy)]
 enum Answer {
@@ -52,7 +55,7 @@ struct ForwardProxy {
     connects: Arc<AtomicUsize>,
     forwards: Arc<AtomicUsize>,
     /// Request lines and `Proxy-Authorization` values seen.
-    seen: Arc<StdMutex<Vec<(String, Option<String>)>>>,
+    seen: Arc<StdMutex<Vec<Seen>>>,
 }
 
 impl ForwardProxy {
@@ -96,7 +99,7 @@ impl ForwardProxy {
         self.forwards.load(Ordering::SeqCst)
     }
 
-    fn seen(&self) -> Vec<(String, Option<String>)> {
+    fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -106,7 +109,7 @@ async fn serve(
     answer: Answer,
     connects: &AtomicUsize,
     forwards: &AtomicUsize,
-    seen: &StdMutex<Vec<(String, Option<String>)>>,
+    seen: &StdMutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
     let mut client = BufReader::new(client);
     let mut request_line = String::new();
@@ -132,9 +135,7 @@ async fn serve(
         .push((request_line.clone(), auth.clone()));
     let refuse = match answer {
         Answer::Refuse(status) => Some(status),
-        Answer::Forward { require_auth: true } if auth.as_deref() != Some(PROXY_BASIC) => {
-            Some(407)
-        }
+        Answer::Forward { require_auth: true } if auth.as_deref() != Some(PROXY_BASIC) => Some(407),
         Answer::Forward { .. } => None,
     };
     if let Some(status) = refuse {
@@ -172,7 +173,10 @@ async fn serve(
 /// `host:port` with `*.test` hosts on 127.0.0.1.
 fn map(authority: &str) -> String {
     let (host, port) = authority.rsplit_once(':').expect("a port");
-    assert!(host.ends_with(".test"), "the proxy only reaches *.test: {host}");
+    assert!(
+        host.ends_with(".test"),
+        "the proxy only reaches *.test: {host}"
+    );
     format!("127.0.0.1:{port}")
 }
 
@@ -189,7 +193,11 @@ fn trusting(front: &TlsFront) -> Trust {
 }
 
 fn assert_no_proxy_secret(text: &str) {
-    for secret in [PROXY_PASSWORD, PROXY_BASIC, "cHJveHktdXNlcjpwcjB4eS1zM2NyZXQ"] {
+    for secret in [
+        PROXY_PASSWORD,
+        PROXY_BASIC,
+        "cHJveHktdXNlcjpwcjB4eS1zM2NyZXQ",
+    ] {
         assert!(!text.contains(secret), "a proxy secret leaked: {text}");
     }
 }
@@ -257,7 +265,10 @@ async fn plain_http_goes_to_the_proxy_in_absolute_form() {
 async fn no_proxy_sends_the_token_request_direct() {
     let _env = ENV.lock().await;
     let server = MockServer::start().await;
-    let proxy = ForwardProxy::start(Answer::Forward { require_auth: false }).await;
+    let proxy = ForwardProxy::start(Answer::Forward {
+        require_auth: false,
+    })
+    .await;
     let base = format!("https://wokelo.test:{}", server.addr().port());
     let grant = PasswordGrant::new(credentials_at(&server, &base)).with_proxy(
         Proxy::all(&proxy.url(true))
@@ -308,7 +319,11 @@ async fn a_proxy_asking_for_credentials_is_a_configuration_error() {
 async fn a_proxy_refusing_its_credentials_says_so_without_them() {
     let (e, _) = refused_by(Answer::Refuse(407), true).await;
     assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
-    assert!(e.to_string().contains("(407 Proxy Authentication Required)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("(407 Proxy Authentication Required)"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -366,7 +381,8 @@ async fn a_proxy_refusing_connections_is_named() {
 async fn an_unknown_host_is_a_dns_failure() {
     let _env = ENV.lock().await;
     let server = MockServer::start().await;
-    let grant = PasswordGrant::new(credentials_at(&server, "https://wokelo.invalid")).without_proxy();
+    let grant =
+        PasswordGrant::new(credentials_at(&server, "https://wokelo.invalid")).without_proxy();
 
     let e = grant.fetch(None).await.unwrap_err();
 

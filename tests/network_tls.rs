@@ -128,15 +128,23 @@ async fn ssl_cert_file_is_read_when_the_client_is_built() {
     let broken = PasswordGrant::new(credentials_at(&server, &base)).without_proxy();
     std::env::remove_var("SSL_CERT_FILE");
 
-    let token = grant.fetch(None).await.expect("the CA of SSL_CERT_FILE is trusted");
+    let token = grant
+        .fetch(None)
+        .await
+        .expect("the CA of SSL_CERT_FILE is trusted");
     assert!(token.expires_in().is_some());
     assert_eq!(server.stats().token_requests, 1);
 
     let e = broken.fetch(None).await.unwrap_err();
     assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
     assert!(
-        e.to_string().contains("SSL_CERT_FILE=/nonexistent/wokelo-ca.pem"),
+        e.to_string()
+            .contains("SSL_CERT_FILE=/nonexistent/wokelo-ca.pem"),
         "{e}"
     );
-    assert_eq!(front.connections(), 1, "nothing is sent with a broken trust");
+    assert_eq!(
+        front.connections(),
+        1,
+        "nothing is sent with a broken trust"
+    );
 }

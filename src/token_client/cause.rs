@@ -140,7 +140,10 @@ fn tls_phrase(e: &rustls::Error) -> (TokenErrorKind, String) {
     use rustls::CertificateError as C;
     const ADD_CA: &str = "add the CA certificate with PasswordGrant::with_ca_file or SSL_CERT_FILE (a private CA, or a TLS-inspecting proxy's)";
     let rustls::Error::InvalidCertificate(cert) = e else {
-        return (TokenErrorKind::Unavailable, format!("TLS handshake failed: {e}"));
+        return (
+            TokenErrorKind::Unavailable,
+            format!("TLS handshake failed: {e}"),
+        );
     };
     let what = match cert {
         C::UnknownIssuer => format!("the server's TLS certificate has an unknown issuer: {ADD_CA}"),
@@ -180,7 +183,10 @@ mod tests {
         let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
         let e = unreachable(
             "https://x.test/auth/token/",
-            Box::new(io::Error::other(io::Error::new(io::ErrorKind::InvalidData, tls))),
+            Box::new(io::Error::other(io::Error::new(
+                io::ErrorKind::InvalidData,
+                tls,
+            ))),
         );
         assert_eq!(e.kind(), TokenErrorKind::Configuration);
         assert!(e.to_string().contains("unknown issuer"), "{e}");

@@ -277,7 +277,10 @@ impl Hop {
 
     /// The connector to the proxy at `uri`.
     #[cfg(feature = "rustls")]
-    fn to_proxy(&self, _uri: &Uri) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, BoxError> {
+    fn to_proxy(
+        &self,
+        _uri: &Uri,
+    ) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, BoxError> {
         Ok(self.to_proxy.clone())
     }
 
@@ -327,10 +330,10 @@ impl Service<Uri> for Hop {
             Route::Tunnel(proxy) => (proxy, true),
             Route::Forward(proxy) => (proxy, false),
         };
-        let via = ViaProxy::wrap(proxy::address(&proxy));
+        let address = proxy::address(&proxy);
         let to_proxy = match self.to_proxy(proxy.uri()) {
             Ok(to_proxy) => to_proxy,
-            Err(e) => return Box::pin(async move { Err(via(e)) }),
+            Err(e) => return Box::pin(async move { Err(ViaProxy::boxed(address, e)) }),
         };
         if tunnel {
             let mut tunnel = Tunnel::new(proxy.uri().clone(), to_proxy);
@@ -338,11 +341,11 @@ impl Service<Uri> for Hop {
                 tunnel = tunnel.with_auth(auth.clone());
             }
             let connecting = tunnel.call(dst);
-            Box::pin(async move { connecting.await.map_err(|e| via(e.into())) })
+            Box::pin(async move { connecting.await.map_err(|e| ViaProxy::boxed(address, e)) })
         } else {
             let mut to_proxy = to_proxy;
             let connecting = to_proxy.call(proxy.uri().clone());
-            Box::pin(async move { connecting.await.map_err(|e| via(e.into())) })
+            Box::pin(async move { connecting.await.map_err(|e| ViaProxy::boxed(address, e)) })
         }
     }
 }
@@ -356,13 +359,11 @@ pub(crate) struct ViaProxy {
 }
 
 impl ViaProxy {
-    fn wrap(proxy: String) -> impl Fn(BoxError) -> BoxError + Send + 'static {
-        move |source| {
-            Box::new(ViaProxy {
-                proxy: proxy.clone(),
-                source,
-            })
-        }
+    fn boxed(proxy: String, source: impl Into<BoxError>) -> BoxError {
+        Box::new(ViaProxy {
+            proxy,
+            source: source.into(),
+        })
     }
 }
 

@@ -101,16 +101,18 @@ impl Network {
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(0);
         let client = builder.build::<_, Full<Bytes>>(connector.clone());
-        boxed(client.map_request(move |mut request: Request<Full<Bytes>>| {
-            // A plain-http request through a proxy carries the proxy's
-            // credentials itself (an https one sends them in its CONNECT).
-            if let Some(auth) = connector.proxy_authorization(request.uri()) {
+        boxed(
+            client.map_request(move |mut request: Request<Full<Bytes>>| {
+                // A plain-http request through a proxy carries the proxy's
+                // credentials itself (an https one sends them in its CONNECT).
+                if let Some(auth) = connector.proxy_authorization(request.uri()) {
+                    request
+                        .headers_mut()
+                        .insert(http::header::PROXY_AUTHORIZATION, auth);
+                }
                 request
-                    .headers_mut()
-                    .insert(http::header::PROXY_AUTHORIZATION, auth);
-            }
-            request
-        }))
+            }),
+        )
     }
 }
 

@@ -54,7 +54,12 @@ impl Trust {
     pub fn from_env() -> Result<Self, ConfigError> {
         let vars = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
             .into_iter()
-            .filter_map(|name| Some(format!("{name}={}", std::env::var_os(name)?.display())))
+            .filter_map(|name| {
+                Some(format!(
+                    "{name}={}",
+                    std::env::var_os(name)?.to_string_lossy()
+                ))
+            })
             .collect::<Vec<_>>();
         if vars.is_empty() {
             static SYSTEM: OnceLock<Trust> = OnceLock::new();
@@ -108,10 +113,7 @@ impl Trust {
     pub fn with_pem_file(self, path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| {
-            ConfigError::new(format!(
-                "cannot read the CA file {}: {e}",
-                path.display()
-            ))
+            ConfigError::new(format!("cannot read the CA file {}: {e}", path.display()))
         })?;
         self.with_pem_named(&bytes, &path.display().to_string())
     }
@@ -182,12 +184,21 @@ mod tests {
 
     #[test]
     fn pem_errors_name_the_problem() {
-        let e = Trust::webpki_roots().with_pem(b"not a certificate").unwrap_err();
-        assert!(e.to_string().contains("no CA certificate in the PEM data"), "{e}");
+        let e = Trust::webpki_roots()
+            .with_pem(b"not a certificate")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("no CA certificate in the PEM data"),
+            "{e}"
+        );
         let e = Trust::webpki_roots()
             .with_pem_file("/nonexistent/ca.pem")
             .unwrap_err();
-        assert!(e.to_string().contains("cannot read the CA file /nonexistent/ca.pem"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("cannot read the CA file /nonexistent/ca.pem"),
+            "{e}"
+        );
     }
 
     #[test]
