@@ -236,6 +236,16 @@ fn check_url(url: &str) -> Result<(), ConfigError> {
             "the proxy URL {shown:?} has no host"
         )));
     }
+    // `http::Uri` keeps a port it cannot read as a number (`:99999`) and
+    // reports no port, which would mean the default one.
+    let host_port = uri.authority().map_or("", |a| a.as_str());
+    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, hp)| hp);
+    let after_host = host_port.rsplit_once(']').map_or(host_port, |(_, p)| p);
+    if after_host.contains(':') && uri.port_u16().is_none() {
+        return Err(ConfigError::new(format!(
+            "the proxy URL {shown:?} has an invalid port"
+        )));
+    }
     Ok(())
 }
 
