@@ -14,7 +14,7 @@ use std::{
     },
 };
 
-use common::{tls::TlsFront, Captured};
+use common::{credentials_at, tls::TlsFront, Captured};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -23,8 +23,8 @@ use tokio::{
 };
 use tower::{Layer, ServiceExt};
 use wokelo_auth::{
-    testing::MockServer, Credentials, HttpsConnector, PasswordGrant, Proxy, TokenError,
-    TokenErrorKind, TokenSource, Trust, WokeloAuthLayer,
+    testing::MockServer, HttpsConnector, PasswordGrant, Proxy, TokenError, TokenErrorKind,
+    TokenSource, Trust, WokeloAuthLayer,
 };
 
 /// The proxy variables and the resolver are process-wide: the test that
@@ -178,12 +178,6 @@ fn map(authority: &str) -> String {
         "the proxy only reaches *.test: {host}"
     );
     format!("127.0.0.1:{port}")
-}
-
-fn credentials_at(server: &MockServer, base: &str) -> Credentials {
-    let c = server.config();
-    Credentials::new(&c.client_id, &c.client_secret, &c.username, &c.password)
-        .with_base_url(base.parse().unwrap())
 }
 
 fn trusting(front: &TlsFront) -> Trust {

@@ -7,23 +7,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::tls::TlsFront;
+use common::{credentials_at, tls::TlsFront};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::sync::Mutex;
 use tower::{Layer, ServiceExt};
 use wokelo_auth::{
-    testing::MockServer, Credentials, Error, HttpsConnector, PasswordGrant, Proxy, TokenErrorKind,
-    TokenSource, Trust, WokeloAuthLayer,
+    testing::MockServer, Error, HttpsConnector, PasswordGrant, Proxy, TokenErrorKind, TokenSource,
+    Trust, WokeloAuthLayer,
 };
 
 /// `SSL_CERT_FILE` is process-wide: the one test that sets it runs alone.
 static ENV: Mutex<()> = Mutex::const_new(());
-
-fn credentials_at(server: &MockServer, base: &str) -> Credentials {
-    let c = server.config();
-    Credentials::new(&c.client_id, &c.client_secret, &c.username, &c.password)
-        .with_base_url(base.parse().unwrap())
-}
 
 /// GET a search through the layer; the API client trusts `api_trust`.
 async fn search(layer: &WokeloAuthLayer, base: &str, api_trust: Trust) -> Result<u16, Error> {

@@ -37,6 +37,12 @@ pub fn credentials(server: &MockServer) -> Credentials {
         .with_base_url(server.base_url().parse().expect("the mock's URL is valid"))
 }
 
+/// The mock server's valid credentials for another base URL (a TLS front,
+/// a name only a proxy reaches).
+pub fn credentials_at(server: &MockServer, base: &str) -> Credentials {
+    credentials(server).with_base_url(base.parse().expect("a valid base URL"))
+}
+
 /// A builder for the mock's credentials, with short retry backoff so that
 /// transient-failure tests stay quick.
 pub fn builder(server: &MockServer) -> WokeloAuthBuilder {
