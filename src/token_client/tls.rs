@@ -3,9 +3,11 @@
 //! the process-wide default).
 
 use std::{
+    ffi::OsString,
     fmt,
     path::Path,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+    time::SystemTime,
 };
 
 use rustls::{
@@ -54,18 +56,31 @@ impl Trust {
     pub fn from_env() -> Result<Self, ConfigError> {
         let vars = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
             .into_iter()
-            .filter_map(|name| {
-                Some(format!(
-                    "{name}={}",
-                    std::env::var_os(name)?.to_string_lossy()
-                ))
-            })
+            .filter_map(|name| Some((name, std::env::var_os(name)?)))
             .collect::<Vec<_>>();
         if vars.is_empty() {
             static SYSTEM: OnceLock<Trust> = OnceLock::new();
             return Ok(SYSTEM.get_or_init(Self::system).clone());
         }
-        let shown = vars.join(", ");
+        // Parsing a bundle costs milliseconds per client: the last one is
+        // kept while the variables and their files' sizes and modification
+        // times stay the same.
+        static LAST: Mutex<Option<(Vec<Stamp>, Trust)>> = Mutex::new(None);
+        let stamps = vars
+            .iter()
+            .map(|(_, value)| Stamp::of(value))
+            .collect::<Vec<_>>();
+        let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, trust)) = &*last {
+            if *seen == stamps {
+                return Ok(trust.clone());
+            }
+        }
+        let shown = vars
+            .iter()
+            .map(|(name, value)| format!("{name}={}", value.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let loaded = rustls_native_certs::load_native_certs();
         if let Some(e) = loaded.errors.first() {
             return Err(ConfigError::new(format!(
@@ -77,7 +92,9 @@ impl Trust {
                 "no CA certificate found in {shown}: it must hold PEM (-----BEGIN CERTIFICATE-----) certificates"
             )));
         }
-        Ok(Self::webpki_roots().with_roots(shown, loaded.certs))
+        let trust = Self::webpki_roots().with_roots(shown, loaded.certs);
+        *last = Some((stamps, trust.clone()));
+        Ok(trust)
     }
 
     /// Only the webpki (Mozilla) roots bundled with the crate: the same on
@@ -166,6 +183,25 @@ impl Trust {
             .expect("the ring provider supports the default TLS versions")
             .with_root_certificates(self.roots.clone())
             .with_no_client_auth()
+    }
+}
+
+/// A path and what it pointed at when read: its size and modification time.
+#[derive(PartialEq, Eq)]
+struct Stamp {
+    path: OsString,
+    file: Option<(u64, Option<SystemTime>)>,
+}
+
+impl Stamp {
+    fn of(path: &OsString) -> Self {
+        let file = std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()));
+        Self {
+            path: path.clone(),
+            file,
+        }
     }
 }
 
