@@ -135,6 +135,9 @@ pub use source::{
     TokenSource, TokenSourceFn, MAX_RETRY_AFTER, MAX_TOKEN_RESPONSE_BYTES,
 };
 pub use token::Token;
+#[cfg(feature = "rustls")]
+pub use token_client::Trust;
+pub use token_client::{HttpsConnector, HttpsStream, Proxy};
 
 /// The README's code, compiled and run as doctests.
 #[cfg(doctest)]

@@ -6,10 +6,7 @@
 
 use bytes::Bytes;
 use http_body::Body;
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
-};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tracing_subscriber::EnvFilter;
 use wokelo_auth::{
     testing::{MockConfig, MockServer},
@@ -85,31 +82,23 @@ impl Api {
     }
 }
 
-/// The connector of [`http_client`]: HTTPS through rustls (plain HTTP too, for
-/// the mock) when the `rustls` feature is on.
-#[cfg(feature = "rustls")]
-pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-/// The connector of [`http_client`]: plain HTTP, as the `rustls` feature is off.
-#[cfg(not(feature = "rustls"))]
-pub type Connector = HttpConnector;
+/// The connector of [`http_client`]: the token client's own, so API calls
+/// take the same route (the environment's proxies) and trust the same CAs
+/// (the operating system's store or `SSL_CERT_FILE`, and the webpki roots).
+pub type Connector = wokelo_auth::HttpsConnector;
 
-/// A pooled hyper-util client for the API calls, HTTPS-capable (the token
-/// endpoint has a client of its own inside `PasswordGrant`).
+/// A pooled hyper-util client for the API calls, with the proxy and trust
+/// settings of the token client inside `PasswordGrant` (both read the
+/// environment: `HTTPS_PROXY`, `NO_PROXY`, `SSL_CERT_FILE`, ...). An unusable
+/// `SSL_CERT_FILE` is reported and the process exits.
 pub fn http_client<B>() -> Client<Connector, B>
 where
     B: Body<Data = Bytes> + Send,
 {
-    #[cfg(feature = "rustls")]
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .expect("ring supports the default TLS versions")
-        .https_or_http()
-        .enable_http1()
-        .build();
-    #[cfg(not(feature = "rustls"))]
-    let connector = HttpConnector::new();
+    let connector = Connector::from_env().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    });
     Client::builder(TokioExecutor::new()).build(connector)
 }
 

@@ -7,10 +7,13 @@ use http_body_util::{BodyExt, Full};
 use secrecy::{ExposeSecret, SecretString};
 use tower::ServiceExt;
 
+#[cfg(feature = "rustls")]
+use crate::Trust;
+
 use super::{scrub::Scrubber, token_response::interpret, Credentials, TokenFuture, TokenSource};
 use crate::{
-    token_client::{self, TokenHttpClient, TokenResponseBody},
-    ApiBase, BoxError, Token, TokenError, TokenErrorKind,
+    token_client::{self, Network, TokenHttpClient, TokenResponseBody},
+    ApiBase, BoxError, Proxy, Token, TokenError, TokenErrorKind,
 };
 
 /// The largest token endpoint response body read, in bytes (64 KiB). A larger
@@ -71,8 +74,18 @@ impl TokenRequestEncoding {
 /// to the password grant.
 ///
 /// Requests go through their own HTTP client, never through the wrapped
-/// service: by default hyper-util's pooled client with rustls; see
-/// [`with_http_client`](Self::with_http_client).
+/// service: by default hyper-util's client over an
+/// [`HttpsConnector`](crate::HttpsConnector), with the environment's proxies
+/// and trust (see [`with_proxy`](Self::with_proxy), `with_ca_file`), or any
+/// tower service ([`with_http_client`](Self::with_http_client)).
+///
+/// A token request that gets no answer fails with a
+/// [`TokenErrorKind::Unavailable`] error (retried) whose message ends in the
+/// cause: `DNS lookup failed (...)`, `connection refused`, `the proxy refused
+/// the CONNECT tunnel`, `TLS handshake failed: ...`. A server certificate the
+/// client does not trust, or a proxy refusing its credentials, is a
+/// [`TokenErrorKind::Configuration`] error instead: not retried, and its
+/// message says what to do.
 ///
 /// ```no_run
 /// use wokelo_auth::{Credentials, PasswordGrant, TokenRequestEncoding, WokeloAuthLayer};
@@ -93,6 +106,7 @@ struct Inner {
     encoding: TokenRequestEncoding,
     token_url: String,
     client: TokenHttpClient,
+    network: Network,
 }
 
 /// The grant a token request asks for.
@@ -113,12 +127,16 @@ impl Grant {
 }
 
 impl PasswordGrant {
-    /// The password grant for these credentials, through the default client.
+    /// The password grant for these credentials, through the default client:
+    /// the environment's proxies and trust, read now (see [`Proxy`] and
+    /// `Trust`).
     pub fn new(credentials: Credentials) -> Self {
+        let network = Network::from_env();
         Self::with_client(
             credentials,
             TokenRequestEncoding::default(),
-            token_client::default_client(),
+            network.client(),
+            network,
         )
     }
 
@@ -126,6 +144,7 @@ impl PasswordGrant {
         credentials: Credentials,
         encoding: TokenRequestEncoding,
         client: TokenHttpClient,
+        network: Network,
     ) -> Self {
         let token_url = credentials.base.join("/auth/token/");
         Self {
@@ -134,25 +153,82 @@ impl PasswordGrant {
                 encoding,
                 token_url,
                 client,
+                network,
             }),
         }
     }
 
-    fn rebuild(self, f: impl FnOnce(&mut TokenRequestEncoding, &mut TokenHttpClient)) -> Self {
+    fn rebuild(
+        self,
+        f: impl FnOnce(&mut TokenRequestEncoding, &mut TokenHttpClient, &mut Network),
+    ) -> Self {
         let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             credentials: shared.credentials.clone(),
             encoding: shared.encoding,
             token_url: shared.token_url.clone(),
             client: shared.client.clone(),
+            network: shared.network.clone(),
         });
-        let (mut encoding, mut client) = (inner.encoding, inner.client);
-        f(&mut encoding, &mut client);
-        Self::with_client(inner.credentials, encoding, client)
+        let (mut encoding, mut client, mut network) = (inner.encoding, inner.client, inner.network);
+        f(&mut encoding, &mut client, &mut network);
+        Self::with_client(inner.credentials, encoding, client, network)
+    }
+
+    /// Changes the network settings and rebuilds the default client on them.
+    fn with_network(self, f: impl FnOnce(&mut Network)) -> Self {
+        self.rebuild(|_, client, network| {
+            f(network);
+            *client = network.client();
+        })
     }
 
     /// Selects the request body encoding (default: urlencoded).
     pub fn with_encoding(self, encoding: TokenRequestEncoding) -> Self {
-        self.rebuild(|e, _| *e = encoding)
+        self.rebuild(|e, _, _| *e = encoding)
+    }
+
+    /// Sends token requests through `proxy` instead of the environment's
+    /// (`HTTPS_PROXY`, `NO_PROXY`, ...), e.g. [`Proxy::all`]. Configures the
+    /// default client: it replaces a client given with
+    /// [`with_http_client`](Self::with_http_client).
+    pub fn with_proxy(self, proxy: Proxy) -> Self {
+        self.with_network(|n| n.proxy = proxy)
+    }
+
+    /// Sends token requests direct, whatever the environment's proxy
+    /// variables say: [`with_proxy`](Self::with_proxy)`(Proxy::none())`.
+    pub fn without_proxy(self) -> Self {
+        self.with_proxy(Proxy::none())
+    }
+
+    /// Trusts `trust`'s certificate authorities instead of the default ones
+    /// (the operating system's store, or `SSL_CERT_FILE`, and the webpki
+    /// roots). Configures the default client: it replaces a client given with
+    /// [`with_http_client`](Self::with_http_client).
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn with_trust(self, trust: Trust) -> Self {
+        self.with_network(|n| n.trust = Ok(trust))
+    }
+
+    /// Also trusts the CA certificates of the PEM file at `path`: a private
+    /// CA, or the one of a TLS-inspecting proxy. Read now. Configures the
+    /// default client: it replaces a client given with
+    /// [`with_http_client`](Self::with_http_client).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`](crate::ConfigError) naming the file if it cannot be
+    /// read or holds no usable CA certificate, or naming `SSL_CERT_FILE` if
+    /// that is set but unusable.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn with_ca_file(
+        self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Self, crate::ConfigError> {
+        let trust = self.inner.network.trust.clone()?.with_pem_file(path)?;
+        Ok(self.with_trust(trust))
     }
 
     /// Sends token requests through `client` instead of the default one, e.g.
@@ -171,7 +247,7 @@ impl PasswordGrant {
         B::Error: Into<BoxError>,
     {
         let client = token_client::boxed(client);
-        self.rebuild(|_, c| *c = client)
+        self.rebuild(|_, c, _| *c = client)
     }
 
     /// The credentials this source uses.
@@ -275,13 +351,12 @@ impl Inner {
                 )
                 .with_source(e)
             })?;
-        let response = self.client.clone().oneshot(request).await.map_err(|e| {
-            TokenError::new(
-                TokenErrorKind::Unavailable,
-                format!("could not reach the token endpoint {}", self.token_url),
-            )
-            .with_boxed_source(e)
-        })?;
+        let response = self
+            .client
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(|e| token_client::unreachable(&self.token_url, e))?;
         let outcome = self.read(grant, response, self.scrubber(current)).await;
         tracing::debug!(
             grant = grant.as_str(),
@@ -434,6 +509,7 @@ impl fmt::Debug for PasswordGrant {
             .field("credentials", &self.inner.credentials)
             .field("encoding", &self.inner.encoding)
             .field("token_url", &self.inner.token_url)
+            .field("network", &self.inner.network)
             .finish_non_exhaustive()
     }
 }

@@ -4,6 +4,8 @@
 
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 use std::{
     sync::{Arc, Mutex},
@@ -33,6 +35,12 @@ pub fn credentials(server: &MockServer) -> Credentials {
     let c = server.config();
     Credentials::new(&c.client_id, &c.client_secret, &c.username, &c.password)
         .with_base_url(server.base_url().parse().expect("the mock's URL is valid"))
+}
+
+/// The mock server's valid credentials for another base URL (a TLS front,
+/// a name only a proxy reaches).
+pub fn credentials_at(server: &MockServer, base: &str) -> Credentials {
+    credentials(server).with_base_url(base.parse().expect("a valid base URL"))
 }
 
 /// A builder for the mock's credentials, with short retry backoff so that
