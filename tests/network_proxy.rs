@@ -238,7 +238,8 @@ async fn plain_http_goes_to_the_proxy_in_absolute_form() {
     let server = MockServer::start().await;
     let proxy = ForwardProxy::start(Answer::Forward { require_auth: true }).await;
     let base = format!("http://wokelo.test:{}", server.addr().port());
-    let grant = PasswordGrant::new(credentials_at(&server, &base))
+    // Plain http to a host that is not loopback needs the opt-in.
+    let grant = PasswordGrant::new(credentials_at(&server, &base).allow_http(true))
         .with_proxy(Proxy::all(&proxy.url(true)).unwrap());
 
     let token = grant.fetch(None).await.expect("a token through the proxy");
