@@ -2,6 +2,8 @@
 //!
 //! A hyper-util client speaking HTTP/1.1 and HTTP/2 over rustls (with this
 //! crate's own crypto provider, so no process-level provider is needed),
+//! through the same proxies and trusting the same certificate authorities
+//! as the token requests ([`HttpsConnector`]),
 //! [`WokeloAuthLayer`] for the token, [`WokeloRetryPolicy`] for Wokelo's
 //! retry rules (`429`, `500`, `502`/`503`; `POST` only if opted in), and a
 //! deadline for each call, retries and the body included.
@@ -41,8 +43,8 @@ pub use error::{ClientError, ClientErrorKind};
 pub use response::Response;
 
 use crate::{
-    ApiBase, ConfigError, Credentials, Error, PasswordGrant, WokeloAuthBuilder, WokeloAuthLayer,
-    WokeloRetryPolicy,
+    ApiBase, ConfigError, Credentials, Error, HttpsConnector, PasswordGrant, Proxy, Trust,
+    WokeloAuthBuilder, WokeloAuthLayer, WokeloRetryPolicy,
 };
 
 /// The default deadline of one call, retries and reading the body included.
@@ -60,6 +62,9 @@ pub struct Client {
 struct Inner {
     service: Stack,
     layer: WokeloAuthLayer,
+    /// For the `Proxy-Authorization` of plain-`http` requests through a
+    /// proxy that wants credentials (`https` ones carry it in `CONNECT`).
+    connector: HttpsConnector,
     base: ApiBase,
     timeout: Duration,
 }
@@ -70,12 +75,18 @@ impl Client {
     /// `WOKELO_PASSWORD`, optionally `WOKELO_BASE_URL` and
     /// `WOKELO_ALLOW_HTTP`), with the default settings.
     ///
+    /// Proxies and trusted certificate authorities come from the
+    /// environment too (see [`ClientBuilder::proxy`] and
+    /// [`ClientBuilder::trust`]).
+    ///
     /// # Errors
     ///
     /// Those of [`Credentials::from_env`]: a missing variable (named), a bad
-    /// base URL, plain `http` to a host that is not loopback.
+    /// base URL, plain `http` to a host that is not loopback; and an
+    /// unusable `SSL_CERT_FILE` or `SSL_CERT_DIR`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self::new(Credentials::from_env()?))
+        let credentials = Credentials::from_env()?;
+        Ok(Self::builder(credentials).trust(Trust::from_env()?).build())
     }
 
     /// A client for `credentials`, with the default settings.
@@ -85,10 +96,11 @@ impl Client {
 
     /// A builder for other settings: timeout, retry policy, the auth layer's.
     pub fn builder(credentials: Credentials) -> ClientBuilder {
-        let base = credentials.base_url().clone();
         ClientBuilder {
-            auth: WokeloAuthLayer::builder(PasswordGrant::new(credentials)),
-            base,
+            credentials,
+            proxy: None,
+            trust: None,
+            configure: Box::new(|auth| auth),
             timeout: DEFAULT_TIMEOUT,
             retry: WokeloRetryPolicy::new(),
         }
@@ -196,7 +208,13 @@ impl Client {
     /// [`ClientErrorKind::Token`] when no token could be had (the request
     /// was not sent), [`ClientErrorKind::Transport`] when the request could
     /// not be sent, [`ClientErrorKind::Timeout`] past the deadline.
-    pub async fn send(&self, request: Request<Bytes>) -> Result<Response, ClientError> {
+    pub async fn send(&self, mut request: Request<Bytes>) -> Result<Response, ClientError> {
+        if let Some(value) = self.inner.connector.proxy_authorization(request.uri()) {
+            request
+                .headers_mut()
+                .entry(header::PROXY_AUTHORIZATION)
+                .or_insert(value);
+        }
         let timeout = self.inner.timeout;
         let deadline = crate::cache::after(Instant::now(), timeout);
         let call = self.inner.service.clone().oneshot(request.map(Full::new));
@@ -248,22 +266,6 @@ impl Client {
     }
 }
 
-/// HTTPS (HTTP/1.1 and HTTP/2, ALPN) through rustls with this crate's ring
-/// provider and the webpki roots, and plain `http` for loopback test servers.
-fn https_connector(
-) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-        .expect("the ring provider supports the default TLS versions")
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http)
-}
-
 /// The innermost cause of a transport failure, in one line.
 fn transport_cause(error: &Error) -> String {
     let mut cause: &dyn std::error::Error = error;
@@ -298,8 +300,10 @@ impl fmt::Debug for Client {
 /// # let _ = client;
 /// ```
 pub struct ClientBuilder {
-    auth: WokeloAuthBuilder,
-    base: ApiBase,
+    credentials: Credentials,
+    proxy: Option<Proxy>,
+    trust: Option<Trust>,
+    configure: Box<dyn FnOnce(WokeloAuthBuilder) -> WokeloAuthBuilder + Send>,
     timeout: Duration,
     retry: WokeloRetryPolicy,
 }
@@ -326,25 +330,64 @@ impl ClientBuilder {
         self
     }
 
+    /// The proxy for the API calls and the token requests alike (default
+    /// [`Proxy::from_env`]: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
+    /// `NO_PROXY`, read when the client is built).
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// The certificate authorities trusted for the API calls and the token
+    /// requests alike (default [`Trust::from_env`]: the operating system's
+    /// store, or `SSL_CERT_FILE`/`SSL_CERT_DIR`, plus the webpki roots).
+    pub fn trust(mut self, trust: Trust) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
     /// Tunes the auth layer: token timeout, retries, backoffs, store.
-    pub fn auth(mut self, configure: impl FnOnce(WokeloAuthBuilder) -> WokeloAuthBuilder) -> Self {
-        self.auth = configure(self.auth);
+    pub fn auth(
+        mut self,
+        configure: impl FnOnce(WokeloAuthBuilder) -> WokeloAuthBuilder + Send + 'static,
+    ) -> Self {
+        let before = self.configure;
+        self.configure = Box::new(move |auth| configure(before(auth)));
         self
     }
 
     /// Builds the client. Needs no runtime; the first call needs Tokio's.
+    ///
+    /// An unusable `SSL_CERT_FILE` (with no [`trust`](Self::trust) given)
+    /// fails the first call with a [`TokenErrorKind::Configuration`](crate::TokenErrorKind::Configuration)
+    /// error naming it, before anything is sent.
     pub fn build(self) -> Client {
-        let layer = self.auth.build();
+        let base = self.credentials.base_url().clone();
+        let mut grant = PasswordGrant::new(self.credentials);
+        if let Some(proxy) = &self.proxy {
+            grant = grant.with_proxy(proxy.clone());
+        }
+        if let Some(trust) = &self.trust {
+            grant = grant.with_trust(trust.clone());
+        }
+        let layer = (self.configure)(WokeloAuthLayer::builder(grant)).build();
+        // With an unusable SSL_CERT_FILE the token request fails first and
+        // says why; the API calls never go out.
+        let trust = self
+            .trust
+            .unwrap_or_else(|| Trust::from_env().unwrap_or_else(|_| Trust::webpki_roots()));
+        let connector = HttpsConnector::new(self.proxy.unwrap_or_else(Proxy::from_env), trust);
         let http =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https_connector());
+                .build(connector.clone());
         let auth = tower::Layer::layer(&layer, http);
         let service = Retry::new(self.retry, auth);
         Client {
             inner: Arc::new(Inner {
                 service: BoxCloneSyncService::new(service),
                 layer,
-                base: self.base,
+                connector,
+                base,
                 timeout: self.timeout,
             }),
         }
@@ -354,10 +397,11 @@ impl ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("base_url", &self.base)
+            .field("credentials", &self.credentials)
+            .field("proxy", &self.proxy)
+            .field("trust", &self.trust)
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
-            .field("auth", &self.auth)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
