@@ -49,6 +49,11 @@ impl WokeloAuthLayer {
     pub fn api_base(&self) -> &ApiBase {
         &self.auth.base
     }
+
+    /// The token cache and settings every service of this layer shares.
+    pub(crate) fn auth(&self) -> &Arc<Auth> {
+        &self.auth
+    }
 }
 
 impl<S: Clone> Layer<S> for WokeloAuthLayer {
