@@ -33,7 +33,7 @@ use crate::BoxError;
 /// read. Cloning is cheap: clones share the client's connection pool.
 ///
 /// See the [module docs](crate::reqwest) for an example.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ReqwestService {
     inner: ::reqwest::Client,
 }
