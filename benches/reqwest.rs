@@ -51,9 +51,7 @@ impl Middleware for FixedHeader {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        request
-            .headers_mut()
-            .insert(AUTHORIZATION, self.0.clone());
+        request.headers_mut().insert(AUTHORIZATION, self.0.clone());
         next.run(request, extensions).await
     }
 }
@@ -135,7 +133,11 @@ fn start_server(seen: Arc<Seen>) -> std::net::SocketAddr {
                 let service = hyper::service::service_fn(move |request: Request<_>| {
                     let with = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes())
                         == Some(expected.as_bytes());
-                    let counter = if with { &seen.with_token } else { &seen.without };
+                    let counter = if with {
+                        &seen.with_token
+                    } else {
+                        &seen.without
+                    };
                     counter.fetch_add(1, Ordering::Relaxed);
                     async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
                 });
@@ -165,7 +167,12 @@ fn in_process(name: &'static str, rt: Arc<Runtime>, client: ClientWithMiddleware
 
 /// `n` requests through `client` to `url`, [`IN_FLIGHT`] at a time, bodies
 /// read to the end.
-fn on_wire(name: &'static str, rt: Arc<Runtime>, client: ClientWithMiddleware, url: String) -> Variant {
+fn on_wire(
+    name: &'static str,
+    rt: Arc<Runtime>,
+    client: ClientWithMiddleware,
+    url: String,
+) -> Variant {
     Variant::new(name, move |n| {
         common::time_lanes(&rt, IN_FLIGHT, n, |share| {
             let (client, url) = (client.clone(), url.clone());
@@ -181,7 +188,13 @@ fn on_wire(name: &'static str, rt: Arc<Runtime>, client: ClientWithMiddleware, u
 }
 
 /// As [`on_wire`], through the tower path: the layer over `ReqwestService`.
-fn on_wire_tower(name: &'static str, rt: Arc<Runtime>, base: &str, client: reqwest::Client, url: String) -> Variant {
+fn on_wire_tower(
+    name: &'static str,
+    rt: Arc<Runtime>,
+    base: &str,
+    client: reqwest::Client,
+    url: String,
+) -> Variant {
     let service = common::wokelo_builder()
         .api_base(ApiBase::parse(base).unwrap())
         .build()
@@ -221,16 +234,28 @@ fn main() {
     // 6a: in-process.
     let answer: Arc<dyn Middleware> = Arc::new(Answer);
     let mut variants = vec![
-        in_process("bare_chain", rt.clone(), chain(&client, None, Some(answer.clone()))),
+        in_process(
+            "bare_chain",
+            rt.clone(),
+            chain(&client, None, Some(answer.clone())),
+        ),
         in_process(
             "fixed_header",
             rt.clone(),
-            chain(&client, Some(Arc::new(fixed_header())), Some(answer.clone())),
+            chain(
+                &client,
+                Some(Arc::new(fixed_header())),
+                Some(answer.clone()),
+            ),
         ),
         in_process(
             "wokelo_middleware",
             rt.clone(),
-            chain(&client, Some(Arc::new(wokelo("https://api.wokelo.ai"))), Some(answer)),
+            chain(
+                &client,
+                Some(Arc::new(wokelo("https://api.wokelo.ai"))),
+                Some(answer),
+            ),
         ),
     ];
     let group = "reqwest/in_process";
@@ -261,7 +286,12 @@ fn main() {
     let base = format!("http://{addr}");
     let url = format!("{base}/api/enterprise/company/search?query=stripe");
     let mut variants = vec![
-        on_wire("bare_chain", rt.clone(), chain(&client, None, None), url.clone()),
+        on_wire(
+            "bare_chain",
+            rt.clone(),
+            chain(&client, None, None),
+            url.clone(),
+        ),
         on_wire(
             "fixed_header",
             rt.clone(),
@@ -274,7 +304,13 @@ fn main() {
             chain(&client, Some(Arc::new(wokelo(&base))), None),
             url.clone(),
         ),
-        on_wire_tower("wokelo_layer_over_reqwest", rt.clone(), &base, client.clone(), url),
+        on_wire_tower(
+            "wokelo_layer_over_reqwest",
+            rt.clone(),
+            &base,
+            client.clone(),
+            url,
+        ),
     ];
     let group = "reqwest/http1_keepalive_16_in_flight";
     common::criterion_group(&mut c, group, &mut variants);

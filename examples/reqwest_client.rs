@@ -68,7 +68,10 @@ async fn main() -> Result<(), BoxError> {
     while let Some(status) = calls.join_next().await {
         ok += usize::from(status?? == reqwest::StatusCode::OK);
     }
-    println!("3) 100 concurrent calls: {ok} x 200 OK; {}", token_requests(&api));
+    println!(
+        "3) 100 concurrent calls: {ok} x 200 OK; {}",
+        token_requests(&api)
+    );
 
     // 4) A revoked token: the 401 is answered by a refresh and the JSON body
     // sent again, byte for byte.

@@ -344,7 +344,10 @@ impl Middleware for Terminal {
         _extensions: &mut Extensions,
         _next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let token = request.headers()[AUTHORIZATION].to_str().unwrap().to_owned();
+        let token = request.headers()[AUTHORIZATION]
+            .to_str()
+            .unwrap()
+            .to_owned();
         self.seen.lock().unwrap().push(token);
         Ok(http::Response::new(Bytes::new()).into())
     }

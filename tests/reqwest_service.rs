@@ -82,7 +82,8 @@ async fn the_layer_over_a_reqwest_client_with_tokens_fetched_through_it() {
     assert_eq!(echo_body["user"], server.config().username);
 
     server.revoke_all();
-    let sent = Bytes::from(serde_json::to_vec(&serde_json::json!({"query": "stripe", "n": 1})).unwrap());
+    let sent =
+        Bytes::from(serde_json::to_vec(&serde_json::json!({"query": "stripe", "n": 1})).unwrap());
     let post = Request::post(url(&server, "/api/echo"))
         .header("content-type", "application/json")
         .body(Full::new(sent.clone()))
@@ -97,7 +98,10 @@ async fn the_layer_over_a_reqwest_client_with_tokens_fetched_through_it() {
     // Both token requests reached the mock through the reqwest client: no
     // other client can resolve `wokelo.test`.
     assert_eq!(stats.token_requests, 3, "{stats:?}");
-    assert_eq!(stats.tokens_issued, 2, "the revoked refresh token refused, then a login");
+    assert_eq!(
+        stats.tokens_issued, 2,
+        "the revoked refresh token refused, then a login"
+    );
     assert_eq!(stats.unauthorized, 1);
     assert_eq!(stats.api_requests, 3);
 }
@@ -106,8 +110,8 @@ async fn the_layer_over_a_reqwest_client_with_tokens_fetched_through_it() {
 async fn the_middleware_with_tokens_fetched_through_the_same_reqwest_client() {
     let server = MockServer::start().await;
     let http = http(&server);
-    let source =
-        PasswordGrant::new(credentials(&server)).with_http_client(ReqwestService::new(http.clone()));
+    let source = PasswordGrant::new(credentials(&server))
+        .with_http_client(ReqwestService::new(http.clone()));
     let client = reqwest_middleware::ClientBuilder::new(http)
         .with(WokeloAuthMiddleware::new(source))
         .build();
@@ -129,7 +133,9 @@ async fn a_streamed_body_that_is_not_sync_is_sent_and_replayed() {
     let mut client = WokeloAuthLayer::new(source).layer(http);
 
     // Eight chunks, an UnsyncBoxBody (Send, not Sync), as axum's body is.
-    let chunks: Vec<Bytes> = (0..8u8).map(|i| Bytes::from(vec![b'a' + i; 1000])).collect();
+    let chunks: Vec<Bytes> = (0..8u8)
+        .map(|i| Bytes::from(vec![b'a' + i; 1000]))
+        .collect();
     let whole: Vec<u8> = chunks.concat();
     let body = || -> UnsyncBoxBody<Bytes, BoxError> {
         let frames = chunks
@@ -138,7 +144,11 @@ async fn a_streamed_body_that_is_not_sync_is_sent_and_replayed() {
             .map(|c| Ok::<_, BoxError>(http_body::Frame::data(c)));
         StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
     };
-    let request = || Request::post(url(&server, "/api/echo")).body(body()).unwrap();
+    let request = || {
+        Request::post(url(&server, "/api/echo"))
+            .body(body())
+            .unwrap()
+    };
 
     let (status, echo_body) = echo(&mut client, request()).await;
     assert_eq!(status, 200);
@@ -147,7 +157,10 @@ async fn a_streamed_body_that_is_not_sync_is_sent_and_replayed() {
 
     server.revoke_all();
     let (status, echo_body) = echo(&mut client, request()).await;
-    assert_eq!(status, 200, "the streamed body, copied within the cap, replayed");
+    assert_eq!(
+        status, 200,
+        "the streamed body, copied within the cap, replayed"
+    );
     assert_eq!(echo_body["body_sha256"], sha256_hex(&whole));
     assert_eq!(server.stats().unauthorized, 1);
 }
@@ -157,7 +170,11 @@ async fn a_relative_uri_is_a_reqwest_builder_error() {
     let server = MockServer::start().await;
     let mut http = ReqwestService::new(http(&server));
     let error = http
-        .call(Request::get("/api/echo").body(Empty::<Bytes>::new()).unwrap())
+        .call(
+            Request::get("/api/echo")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
         .await
         .expect_err("reqwest needs an absolute URL");
     assert!(error.is_builder(), "{error:?}");

@@ -76,7 +76,11 @@ impl WokeloAuthMiddleware {
         // the token is attached to none.
         let url = Url::parse(auth.base.as_str()).ok();
         let origin = ApiOrigin {
-            scheme: if auth.base.is_https() { "https" } else { "http" },
+            scheme: if auth.base.is_https() {
+                "https"
+            } else {
+                "http"
+            },
             host: url
                 .as_ref()
                 .and_then(Url::host_str)

@@ -178,8 +178,7 @@ where
                 if let Some(data) = frame.data_ref() {
                     let read = bytes::Buf::remaining(data) as u64;
                     let upper = this.hint.upper().map(|u| u.saturating_sub(read));
-                    this.hint
-                        .set_lower(this.hint.lower().saturating_sub(read));
+                    this.hint.set_lower(this.hint.lower().saturating_sub(read));
                     if let Some(upper) = upper {
                         this.hint.set_upper(upper);
                     }
@@ -195,7 +194,7 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
@@ -218,13 +217,16 @@ mod tests {
             Ok(Frame::data(Bytes::from_static(b"ab"))),
             Ok(Frame::data(Bytes::from_static(b"cde"))),
         ];
-        let mut body = std::pin::pin!(SyncBody::new(StreamBody::new(
-            futures_util::stream::iter(chunks)
-        )));
+        let mut body = std::pin::pin!(SyncBody::new(StreamBody::new(futures_util::stream::iter(
+            chunks
+        ))));
         assert_eq!(body.size_hint().lower(), 0);
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), "ab");
-        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "cde");
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "cde"
+        );
         assert!(body.frame().await.is_none());
         assert!(body.is_end_stream());
         assert!(body.frame().await.is_none(), "stays ended");
