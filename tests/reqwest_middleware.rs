@@ -176,6 +176,7 @@ async fn clones_and_a_tower_stack_from_the_same_layer_share_one_token() {
     let layer = builder(&server).build();
     let middleware = WokeloAuthMiddleware::from_layer(&layer);
     let first = chain(middleware.clone());
+    let debug = middleware.clone();
     let second = chain(middleware);
     let third = chain(WokeloAuthMiddleware::from(layer.clone()));
     for client in [&first, &second, &third, &first] {
@@ -194,6 +195,11 @@ async fn clones_and_a_tower_stack_from_the_same_layer_share_one_token() {
     assert_eq!(stats.token_requests, 1, "{stats:?}");
     assert_eq!(stats.tokens_presented.len(), 1);
     assert_eq!(stats.tokens_presented.values().sum::<u64>(), 5);
+    let shown = format!("{debug:?}");
+    assert!(shown.contains("WokeloAuthMiddleware"), "{shown}");
+    for token in stats.tokens_presented.keys() {
+        assert!(!shown.contains(token.as_str()), "the token in {shown}");
+    }
 }
 
 #[tokio::test]
