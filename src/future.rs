@@ -22,8 +22,7 @@ use tower::util::Oneshot;
 use tower_service::Service;
 
 use crate::{
-    cache::{Acquire, Invalidation, Reason, TokenCache, Unauthorized},
-    challenge,
+    cache::{Acquire, After401, Reason, TokenCache},
     replay::{ReplayBody, ReplayHandle},
     service::{BaseOrigin, RetryHandle},
     BoxError, Error,
@@ -292,12 +291,7 @@ where
                 let response =
                     ready!(future.as_mut().poll(cx)).map_err(|e| Error::Service(e.into()))?;
                 if response.status() == StatusCode::UNAUTHORIZED {
-                    tracing::warn!(
-                        generation = *generation,
-                        "API answered 401 to a freshly fetched token too; returning the 401"
-                    );
-                    cache.refused_on_retry(*generation);
-                    cache.count_unauthorized(Unauthorized::Returned);
+                    cache.after_second_401(*generation);
                 }
                 return Poll::Ready(Ok(response));
             }
@@ -373,40 +367,13 @@ where
     R::Data: Send,
 {
     let cache = &retry.handle.cache;
-    if !challenge::new_token_may_help(response.headers()) {
-        tracing::debug!(
-            generation = retry.generation,
-            "API answered 401 with a Bearer error a new token cannot fix; returning it"
-        );
-        cache.count_unauthorized(Unauthorized::Returned);
-        return Err(response);
-    }
     let body = retry.replay.replay();
-    let invalidated = cache.invalidate(retry.generation, body.is_some());
-    if invalidated == Invalidation::Refused {
-        tracing::debug!(
-            generation = retry.generation,
-            "API answered 401 to a token it refused right after it was fetched; returning it"
-        );
-        cache.count_unauthorized(Unauthorized::Returned);
+    if cache.after_401(response.headers(), retry.generation, body.is_some()) == After401::Return {
         return Err(response);
     }
     let Some(body) = body else {
-        tracing::warn!(
-            generation = retry.generation,
-            ?invalidated,
-            "API answered 401; the request body cannot be replayed (streamed past the replay cap, or not sent whole), so the 401 is returned and the token refreshed for the next request"
-        );
-        cache.prefetch(Reason::Unauthorized);
-        cache.count_unauthorized(Unauthorized::Returned);
         return Err(response);
     };
-    cache.count_unauthorized(Unauthorized::Retried);
-    tracing::debug!(
-        generation = retry.generation,
-        ?invalidated,
-        "API answered 401; retrying once with a fresh token"
-    );
     drain(response.into_body());
     Ok(State::Authorizing {
         pending: Some(Box::new(Pending {

@@ -106,8 +106,8 @@ impl WokeloAuthLayer {
         TokenHandle::new(self.auth.clone())
     }
 
-    /// What every service of this layer shares.
-    #[cfg(feature = "rustls")]
+    /// The token cache and settings every service of this layer shares.
+    #[cfg(any(feature = "rustls", feature = "reqwest"))]
     pub(crate) fn auth(&self) -> &Arc<Auth> {
         &self.auth
     }

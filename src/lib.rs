@@ -81,6 +81,7 @@
 //! | `testing` | no | `testing::MockServer` |
 //! | `encryption` | no | sealing stored tokens at rest |
 //! | `redis` | no | `store::RedisStore` (implies `encryption`) |
+//! | `reqwest` | no | `reqwest::WokeloAuthMiddleware` for reqwest-middleware, and `reqwest::ReqwestService`: a `reqwest::Client` under the layer or as the token client |
 //!
 //! The layer needs a Tokio runtime with time enabled: token fetches run on
 //! their own task, with timers for timeouts and backoff.
@@ -109,6 +110,9 @@ mod origin;
 #[cfg(test)]
 mod proptests;
 mod replay;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
 pub mod retry_policy;
 mod service;
 pub mod source;

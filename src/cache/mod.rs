@@ -34,6 +34,7 @@ mod refresh;
 mod snapshot;
 mod store_sync;
 mod timer;
+mod unauthorized;
 
 use counters::Counters;
 pub(crate) use counters::Unauthorized;
@@ -46,6 +47,7 @@ pub use snapshot::{
     AuthSnapshot, CachedToken, ErrorKindCounts, FetchCounts, LastTokenError, UnauthorizedCounts,
 };
 use timer::{current_runtime, NO_TIMER};
+pub(crate) use unauthorized::After401;
 
 use std::{
     fmt,
