@@ -200,7 +200,16 @@ fn main() {
                 common::ns(s.ns("bare"))
             ),
             s.ratio("wokelo_auth", "add_authorization"),
-            Target::AtMost(1.3),
+            Target::None,
+        );
+        // The target (issue 11): within 1.1 of the sketch of the least a
+        // layer meeting the crate's requirements does.
+        table.row(
+            &format!("{figure}: against the sketch"),
+            format!("WokeloAuth {}", common::ns(s.ns("wokelo_auth"))),
+            format!("sketch {}", common::ns(s.ns("sketch"))),
+            s.ratio("wokelo_auth", "sketch"),
+            Target::AtMost(1.1),
         );
         table.row(
             &format!("{figure}: (for information) a clone of the service per request"),

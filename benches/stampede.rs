@@ -5,8 +5,10 @@
 //!   each) through a fresh layer whose token endpoint takes 50 ms
 //!   (`MockConfig::token_latency`). The inner service answers at once, so
 //!   the time is the layer's: one token fetch plus waking 10,000 waiters.
-//!   Must make exactly 1 token request; target: all done within the token
-//!   latency + 10 %. Also at 1,000 requests; and with the 10,000 requests
+//!   Must make exactly 1 token request; target (issue 11): all done within
+//!   1.1 times the floor below (the time tokio itself needs to wake that
+//!   many waiters of one 50 ms timer on 2 cores; the ratio to the token
+//!   latency is reported too). Also at 1,000 requests; and with the 10,000 requests
 //!   driven as concurrent futures in one task per worker instead (a client's
 //!   batch rather than a server's tasks); and, in alternate rounds, the
 //!   floor: as many tasks (or futures) waiting on one shared 50 ms timer, no
@@ -348,14 +350,14 @@ fn main() {
             ),
             format!("token latency {latency:.0} ms (floor: the same {n} waiting on one 50 ms timer, {floor:.1} ms)"),
             stampede / latency,
-            Target::AtMost(1.1),
+            Target::None,
         );
         table.row(
             &format!("5. cold stampede, {n} first requests, {how} (time / floor)"),
             format!("{stampede:.1} ms"),
             format!("floor {floor:.1} ms"),
             stampede / floor,
-            Target::None,
+            Target::AtMost(1.1),
         );
     }
 
