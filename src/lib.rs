@@ -135,8 +135,8 @@ pub use replay::{ReplayBody, DEFAULT_MAX_REPLAY_BODY_BYTES};
 pub use retry_policy::{ReplayableBody, RetryBody, WokeloRetryPolicy};
 pub use service::WokeloAuth;
 pub use source::{
-    token_source_fn, Credentials, PasswordGrant, StaticToken, TokenFuture, TokenRequestEncoding,
-    TokenSource, TokenSourceFn, MAX_RETRY_AFTER, MAX_TOKEN_RESPONSE_BYTES,
+    token_source_fn, Credentials, GrantCounts, PasswordGrant, StaticToken, TokenFuture,
+    TokenRequestEncoding, TokenSource, TokenSourceFn, MAX_RETRY_AFTER, MAX_TOKEN_RESPONSE_BYTES,
 };
 pub use token::Token;
 #[cfg(feature = "rustls")]

@@ -107,6 +107,19 @@ async fn refresh_gets_a_new_token_and_the_old_one_is_no_longer_attached() {
         (2, 1),
         "renewed with the refresh token"
     );
+    let grants = auth
+        .snapshot()
+        .grants
+        .expect("PasswordGrant counts its grants");
+    assert_eq!(
+        (
+            grants.password,
+            grants.refresh_token,
+            grants.refresh_refused
+        ),
+        (1, 1, 0),
+        "the snapshot counts the grants the mock saw"
+    );
 
     assert_eq!(status_of(&service, server.url("/api/echo")).await, 200);
     let stats = server.stats();
@@ -252,6 +265,14 @@ async fn the_snapshot_counts_a_scripted_sequence_exactly() {
         6,
         "the fallback login after the refused refresh is the sixth"
     );
+    let stats = server.stats();
+    let g = s.grants.expect("PasswordGrant counts its grants");
+    assert_eq!(
+        (g.password, g.refresh_token),
+        (stats.password_grants, stats.refresh_grants),
+        "the snapshot's grants are the mock's"
+    );
+    assert_eq!(g.refresh_refused, 1, "the revoked refresh token");
     let u = &s.unauthorized;
     assert_eq!((u.tokens_dropped, u.retried, u.returned), (2, 2, 1));
     assert_eq!(u.received(), 3);

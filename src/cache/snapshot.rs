@@ -31,6 +31,9 @@ pub struct AuthSnapshot {
     pub unauthorized: UnauthorizedCounts,
     /// The last failed fetch, kept after later successes.
     pub last_error: Option<LastTokenError>,
+    /// Token requests by grant, if the source counts them
+    /// ([`PasswordGrant`](crate::PasswordGrant) does).
+    pub grants: Option<crate::source::GrantCounts>,
 }
 
 impl AuthSnapshot {
@@ -202,6 +205,7 @@ impl TokenCache {
             fetches: self.counters.0.fetches(),
             unauthorized: self.counters.0.unauthorized_counts(),
             last_error: state.last_error.clone(),
+            grants: self.source.grant_counts(),
         }
     }
 }

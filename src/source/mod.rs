@@ -84,8 +84,29 @@ pub trait TokenSource: Send + Sync + 'static {
         None
     }
 
+    /// How many token requests this source sent, by grant, for
+    /// [`AuthSnapshot::grants`](crate::AuthSnapshot::grants). `None` (the
+    /// default) for a source that does not count them.
+    fn grant_counts(&self) -> Option<GrantCounts> {
+        None
+    }
+
     /// A short name for logs and tracing, e.g. `"password_grant"`.
     fn name(&self) -> &'static str {
         "custom"
     }
+}
+
+/// How many token requests a source sent, by grant: the password grant (RFC
+/// 6749 section 4.3) and the refresh-token grant (section 6), and how many
+/// refresh tokens the server refused (each followed by a password grant).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GrantCounts {
+    /// `grant_type=password` requests sent.
+    pub password: u64,
+    /// `grant_type=refresh_token` requests sent.
+    pub refresh_token: u64,
+    /// Refresh tokens the token endpoint refused.
+    pub refresh_refused: u64,
 }

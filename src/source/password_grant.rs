@@ -107,6 +107,8 @@ struct Inner {
     token_url: String,
     client: TokenHttpClient,
     network: Network,
+    /// Requests sent: password grants, refresh grants, refreshes refused.
+    counts: [std::sync::atomic::AtomicU64; 3],
 }
 
 /// The grant a token request asks for.
@@ -154,6 +156,7 @@ impl PasswordGrant {
                 token_url,
                 client,
                 network,
+                counts: Default::default(),
             }),
         }
     }
@@ -168,6 +171,7 @@ impl PasswordGrant {
             token_url: shared.token_url.clone(),
             client: shared.client.clone(),
             network: shared.network.clone(),
+            counts: Default::default(),
         });
         let (mut encoding, mut client, mut network) = (inner.encoding, inner.client, inner.network);
         f(&mut encoding, &mut client, &mut network);
@@ -273,6 +277,7 @@ impl Inner {
                 }
                 Ok(token) => return Ok(token),
                 Err(e) if is_refusal(&e) => {
+                    self.count(2);
                     // The body's fields were scrubbed of every secret the
                     // request carried, and are one line each.
                     tracing::info!(
@@ -302,7 +307,15 @@ impl Inner {
         scrubber
     }
 
+    fn count(&self, which: usize) {
+        self.counts[which].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     async fn request(&self, grant: Grant, current: &Current) -> Result<Token, TokenError> {
+        self.count(match grant {
+            Grant::Password => 0,
+            Grant::Refresh => 1,
+        });
         let c = &self.credentials;
         c.check_transport()?;
         if c.base.is_https() && !cfg!(feature = "rustls") {
@@ -496,6 +509,19 @@ impl TokenSource for PasswordGrant {
     fn store_key(&self) -> Option<String> {
         let c = &self.inner.credentials;
         Some(format!("{}|{}|{}", c.base, c.client_id, c.username))
+    }
+
+    fn grant_counts(&self) -> Option<super::GrantCounts> {
+        let [password, refresh_token, refresh_refused] = self
+            .inner
+            .counts
+            .each_ref()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+        Some(super::GrantCounts {
+            password,
+            refresh_token,
+            refresh_refused,
+        })
     }
 
     fn name(&self) -> &'static str {
