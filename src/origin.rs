@@ -94,14 +94,15 @@ impl ApiBase {
         self.https
     }
 
-    /// Whether the host is this machine: `localhost` (and names under
-    /// `.localhost`, RFC 6761 section 6.3) or a loopback address
+    /// Whether the host is this machine: `localhost` or a loopback address
     /// (`127.0.0.0/8`, `::1`). Plain `http` is accepted for these without
-    /// opting in: nothing crosses a network.
+    /// opting in: nothing crosses a network. Names under `.localhost` are
+    /// not counted (RFC 6761 asks resolvers to keep them local, but not
+    /// every resolver does, and a secret would then go to whatever the DNS
+    /// answers).
     pub fn is_loopback(&self) -> bool {
         let host = self.host.trim_end_matches('.');
         host == "localhost"
-            || host.ends_with(".localhost")
             || host
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback())
@@ -292,7 +293,6 @@ mod tests {
             "http://[::1]:9000",
             "http://localhost:3000",
             "http://LOCALHOST",
-            "http://api.localhost",
             "http://localhost.",
         ] {
             assert!(ApiBase::parse(url).unwrap().is_loopback(), "{url}");
@@ -304,6 +304,7 @@ mod tests {
             "http://[::2]",
             "http://0.0.0.0",
             "http://mylocalhost",
+            "http://api.localhost",
         ] {
             assert!(!ApiBase::parse(url).unwrap().is_loopback(), "{url}");
         }

@@ -176,3 +176,82 @@ async fn the_client_hands_out_its_token_and_logs_in_eagerly() {
     );
     assert!(client.handle().snapshot().token.is_some());
 }
+
+#[tokio::test]
+async fn send_joins_a_path_and_odd_urls_are_handled() {
+    let server = MockServer::start().await;
+    let client = Client::new(server.credentials());
+    let request = http::Request::get("/api/echo")
+        .body(bytes::Bytes::new())
+        .unwrap();
+    assert_eq!(client.send(request).await.unwrap().status(), 200);
+    // Schemes are case-insensitive.
+    let upper = server.url("/api/echo").replacen("http://", "HTTP://", 1);
+    assert_eq!(client.get(&upper).await.unwrap().status(), 200);
+    // User info is refused, not silently dropped.
+    let with_user = server
+        .url("/api/echo")
+        .replacen("http://", "http://u:p@", 1);
+    let e = client.get(&with_user).await.unwrap_err();
+    assert_eq!(e.kind(), ClientErrorKind::Request, "{e}");
+    assert!(!e.to_string().contains("u:p"), "{e}");
+}
+
+#[test]
+fn a_call_outside_a_tokio_runtime_is_an_error_not_a_panic() {
+    let client = Client::new(Credentials::new("id", "s", "u", "p"));
+    let e = futures_executor_block_on(client.get("/api/echo")).unwrap_err();
+    assert_eq!(e.kind(), ClientErrorKind::Request);
+    assert!(e.to_string().contains("Tokio runtime"), "{e}");
+}
+
+/// Polls `future` to completion on this thread, outside any runtime.
+fn futures_executor_block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_huge_error_body_is_read_only_to_its_start() {
+    // A server of its own answering 500 with an 8 MiB body.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    let mut body = br#"{"detail":"Something broke."}"#.to_vec();
+                    body.resize(8 * 1024 * 1024, b' ');
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .status(500)
+                            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let server = MockServer::start().await;
+    let client = Client::new(server.credentials());
+    let e = client
+        .get(&format!("http://{addr}/x"))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ClientErrorKind::Status);
+    assert_eq!(
+        e.api_error().unwrap().detail.as_deref(),
+        Some("Something broke.")
+    );
+}

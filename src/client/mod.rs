@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tower::{retry::Retry, util::BoxCloneSyncService, ServiceExt};
 
 pub use error::{ClientError, ClientErrorKind};
-pub use response::Response;
+pub use response::{Response, MAX_ERROR_BODY_BYTES};
 
 use crate::{
     ApiBase, ConfigError, Credentials, Error, HttpsConnector, PasswordGrant, Proxy, Trust,
@@ -54,6 +54,13 @@ type Stack = BoxCloneSyncService<Request<Full<Bytes>>, http::Response<Incoming>,
 
 /// A ready Wokelo API client: the whole stack, cheap to clone; every clone
 /// shares one token. See the [module docs](self).
+///
+/// Clones share one connection pool too, and a pooled connection is driven
+/// by a task on the runtime that opened it: use a client from one runtime
+/// (or from runtimes that keep running). On another runtime while the first
+/// sits idle (a current-thread runtime between `block_on` calls), a call can
+/// wait for that connection until its deadline. The token requests keep no
+/// pooled connection, so tokens work from any runtime.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -133,9 +140,13 @@ impl Client {
     /// [`ClientErrorKind::Request`] for anything else, or a URI that does
     /// not parse.
     pub fn url(&self, path_or_url: &str) -> Result<Uri, ClientError> {
+        let scheme = path_or_url
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
         let url = if path_or_url.starts_with('/') {
+            // `//host/x` is a path here, on the API's host, not another host.
             self.inner.base.join(path_or_url)
-        } else if path_or_url.starts_with("https://") || path_or_url.starts_with("http://") {
+        } else if matches!(scheme.as_deref(), Some("https" | "http")) {
             path_or_url.to_owned()
         } else {
             return Err(ClientError::new(
@@ -146,7 +157,7 @@ impl Client {
                 ),
             ));
         };
-        url.parse().map_err(|e| {
+        let uri: Uri = url.parse().map_err(|e| {
             ClientError::new(
                 ClientErrorKind::Request,
                 format!(
@@ -155,7 +166,14 @@ impl Client {
                 ),
             )
             .with_source(e)
-        })
+        })?;
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(ClientError::new(
+                ClientErrorKind::Request,
+                "a URL with user info (`user:password@`) is refused: the Wokelo API takes the bearer token, and the user info would be dropped silently",
+            ));
+        }
+        Ok(uri)
     }
 
     /// `GET path_or_url` (see [`url`](Self::url)).
@@ -201,14 +219,32 @@ impl Client {
         self.send(request).await
     }
 
-    /// Sends `request` through the stack: token, retries, deadline.
+    /// Sends `request` through the stack: token, retries, deadline. A
+    /// relative URI (a path) is joined to the base URL, as
+    /// [`url`](Self::url) does.
     ///
     /// # Errors
     ///
     /// [`ClientErrorKind::Token`] when no token could be had (the request
     /// was not sent), [`ClientErrorKind::Transport`] when the request could
-    /// not be sent, [`ClientErrorKind::Timeout`] past the deadline.
+    /// not be sent, [`ClientErrorKind::Timeout`] past the deadline,
+    /// [`ClientErrorKind::Request`] for a URI [`url`](Self::url) refuses or
+    /// when called outside a Tokio runtime.
     pub async fn send(&self, mut request: Request<Bytes>) -> Result<Response, ClientError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ClientError::new(
+                ClientErrorKind::Request,
+                "wokelo-auth's Client needs a Tokio runtime (with time and I/O enabled); call it inside one",
+            ));
+        }
+        if request.uri().scheme().is_none() {
+            let path = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            *request.uri_mut() = self.url(&path)?;
+        }
         if let Some(value) = self.inner.connector.proxy_authorization(request.uri()) {
             request
                 .headers_mut()

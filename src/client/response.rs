@@ -14,6 +14,12 @@ use tokio::time::Instant;
 use super::{ClientError, ClientErrorKind};
 use crate::source::token_response::parse_api_error_body;
 
+/// The most of an error answer's body read for
+/// [`Response::error_for_status`] and [`Response::json`] (64 KiB): the
+/// error fields are at its start, and a huge error page must not fill
+/// memory.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
 /// The answer to a call through [`Client`](super::Client): the status and
 /// headers at once, the body when read.
 ///
@@ -75,6 +81,16 @@ impl Response {
         }
     }
 
+    /// The body as text (UTF-8, invalid sequences replaced), whatever the
+    /// status.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`bytes`](Self::bytes).
+    pub async fn text(self) -> Result<String, ClientError> {
+        Ok(String::from_utf8_lossy(&self.bytes().await?).into_owned())
+    }
+
     /// This response if its status is a success (`2xx`).
     ///
     /// # Errors
@@ -88,9 +104,31 @@ impl Response {
             return Ok(self);
         }
         let secrets = std::mem::take(&mut self.secrets);
-        let body = self.bytes().await.unwrap_or_default();
+        let body = self.error_body().await;
         let api_error = parse_api_error_body(&body, secrets.iter().map(|s| s.expose_secret()));
         Err(ClientError::from_status(status, api_error))
+    }
+
+    /// The start of an error answer's body (at most [`MAX_ERROR_BODY_BYTES`]),
+    /// read within the deadline; what follows is not read.
+    async fn error_body(self) -> Bytes {
+        let mut body = self.inner.into_body();
+        let read = async {
+            let mut kept = bytes::BytesMut::new();
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    let room = MAX_ERROR_BODY_BYTES - kept.len();
+                    kept.extend_from_slice(&data[..data.len().min(room)]);
+                    if kept.len() == MAX_ERROR_BODY_BYTES {
+                        break;
+                    }
+                }
+            }
+            kept.freeze()
+        };
+        tokio::time::timeout_at(self.deadline, read)
+            .await
+            .unwrap_or_default()
     }
 
     /// The body, deserialized from JSON, if the status is a success.

@@ -79,7 +79,7 @@ impl Proxy {
     pub fn from_env() -> Self {
         Self {
             rules: Rules::Matcher {
-                matcher: Arc::new(Matcher::from_env()),
+                matcher: Arc::new(env_matcher(None)),
                 url: None,
                 origin: "environment",
             },
@@ -127,27 +127,11 @@ impl Proxy {
                 url: Some(url),
                 origin,
             },
-            Rules::Matcher { url: None, .. } if std::env::var_os("REQUEST_METHOD").is_some() => {
-                Self::from_env().rules
-            }
-            Rules::Matcher { url: None, .. } => {
-                let var = |names: [&str; 2]| {
-                    names
-                        .into_iter()
-                        .find_map(|n| std::env::var(n).ok())
-                        .unwrap_or_default()
-                };
-                let builder = Matcher::builder()
-                    .all(var(["ALL_PROXY", "all_proxy"]))
-                    .http(var(["HTTP_PROXY", "http_proxy"]))
-                    .https(var(["HTTPS_PROXY", "https_proxy"]))
-                    .no(list);
-                Rules::Matcher {
-                    matcher: Arc::new(builder.build()),
-                    url: None,
-                    origin: "environment",
-                }
-            }
+            Rules::Matcher { url: None, .. } => Rules::Matcher {
+                matcher: Arc::new(env_matcher(Some(list))),
+                url: None,
+                origin: "environment",
+            },
         };
         Self { rules }
     }
@@ -210,8 +194,63 @@ pub(crate) fn address(proxy: &Intercept) -> String {
         .map_or_else(|| "?".to_owned(), |a| a.to_string())
 }
 
+/// The proxies of the environment, each URL checked as [`Proxy::all`] checks
+/// one: a value that is not a usable proxy URL (a bare `http://`, spaces, a
+/// SOCKS URL, a password with an unencoded `@`, which hyper-util would split
+/// at the wrong `@`, sending the wrong credentials and showing the rest in
+/// messages) is left out with a warning naming the variable, never the
+/// value. `no` replaces `NO_PROXY`. Under CGI (`REQUEST_METHOD` set),
+/// `HTTP_PROXY` may come from a request header, so it is ignored, as curl
+/// and hyper-util do.
+fn env_matcher(no: Option<&str>) -> Matcher {
+    let var = |names: [&'static str; 2]| {
+        names.into_iter().find_map(|name| {
+            let value = std::env::var(name).ok()?;
+            if value.trim().is_empty() {
+                return None;
+            }
+            match check_url(&value) {
+                Ok(()) => Some(value),
+                Err(e) => {
+                    tracing::warn!(
+                        variable = name,
+                        "ignoring the proxy in {name}: {}",
+                        e.to_string()
+                            .replace(&without_credentials(&value), "its value")
+                    );
+                    None
+                }
+            }
+        })
+    };
+    let cgi = std::env::var_os("REQUEST_METHOD").is_some();
+    let no = no.map(str::to_owned).unwrap_or_else(|| {
+        ["NO_PROXY", "no_proxy"]
+            .into_iter()
+            .find_map(|n| std::env::var(n).ok())
+            .unwrap_or_default()
+    });
+    let mut builder = Matcher::builder()
+        .all(var(["ALL_PROXY", "all_proxy"]).unwrap_or_default())
+        .https(var(["HTTPS_PROXY", "https_proxy"]).unwrap_or_default())
+        .no(no);
+    if !cgi {
+        builder = builder.http(var(["HTTP_PROXY", "http_proxy"]).unwrap_or_default());
+    }
+    builder.build()
+}
+
 fn check_url(url: &str) -> Result<(), ConfigError> {
     let shown = without_credentials(url);
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| authority_start + i);
+    if url[authority_start..authority_end].matches('@').count() > 1 {
+        return Err(ConfigError::new(format!(
+            "the proxy URL {shown:?} has more than one `@` before its host: percent-encode an `@` in the user name or password as %40"
+        )));
+    }
     let uri: Uri = url.parse().map_err(|_| {
         ConfigError::new(format!(
             "invalid proxy URL {shown:?}: expected http://[user:password@]host[:port]"
@@ -344,5 +383,21 @@ mod tests {
         let s = format!("{proxy:?}");
         assert!(s.contains("proxy.test:3128"), "{s}");
         assert!(!s.contains("s3cret") && !s.contains("user"), "{s}");
+    }
+
+    #[test]
+    fn a_password_with_an_unencoded_at_is_refused_without_showing_it() {
+        for url in [
+            "http://user:abc@S3CRETPART@127.0.0.1:9",
+            "http://user:p@ss@127.0.0.1:9/",
+        ] {
+            let e = Proxy::all(url).unwrap_err().to_string();
+            assert!(e.contains("%40"), "{e}");
+            assert!(
+                !e.contains("S3CRETPART") && !e.contains("abc") && !e.contains("ss@"),
+                "{e}"
+            );
+        }
+        assert!(Proxy::all("http://user:p%40ss@127.0.0.1:9").is_ok());
     }
 }
