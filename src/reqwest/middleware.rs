@@ -31,7 +31,8 @@ use crate::{
 ///
 /// The request is sent again only if [`Request::try_clone`] can copy it:
 /// a body given as bytes, a string or JSON can; a streamed body
-/// (`reqwest::Body::wrap_stream`) cannot, and its `401` is returned (the
+/// (`reqwest::Body::wrap` of an `http_body::Body`, or `wrap_stream` with
+/// reqwest's `stream` feature) cannot, and its `401` is returned (the
 /// token is refreshed for the next request). Nor is a body larger than the
 /// layer's [`max_replay_body_bytes`](crate::WokeloAuthBuilder::max_replay_body_bytes)
 /// (default 64 KiB) kept for a retry: its `401` is returned too. A `401`
