@@ -292,6 +292,8 @@ where
                     ready!(future.as_mut().poll(cx)).map_err(|e| Error::Service(e.into()))?;
                 if response.status() == StatusCode::UNAUTHORIZED {
                     cache.after_second_401(*generation);
+                } else {
+                    cache.after_retry_answered(*generation);
                 }
                 return Poll::Ready(Ok(response));
             }

@@ -268,3 +268,31 @@ async fn an_api_refusing_every_token_with_bodies_that_are_not_kept_costs_two_tok
         "the first token, and one fetched for the first 401"
     );
 }
+
+#[tokio::test]
+async fn a_token_seen_working_on_a_retry_is_refreshed_when_revoked_later() {
+    // T2 is fetched for a 401 and works on the retry; a later revocation
+    // answered on a request that cannot be retried still refreshes it.
+    let server = MockServer::start().await;
+    let layer = common::builder(&server).max_replay_body_bytes(16).build();
+    let service = client::<http_body_util::Full<Bytes>>(&layer);
+    let get = || {
+        Request::get(server.url("/api/echo"))
+            .body(http_body_util::Full::default())
+            .unwrap()
+    };
+    assert_eq!(common::send(&service, get()).await.unwrap().status, 200);
+    server.revoke_all();
+    assert_eq!(common::send(&service, get()).await.unwrap().status, 200);
+    server.revoke_all();
+    let big = Request::post(server.url("/api/echo"))
+        .body(http_body_util::Full::new(Bytes::from(vec![b'x'; 100])))
+        .unwrap();
+    assert_eq!(common::send(&service, big).await.unwrap().status, 401);
+    assert_eq!(
+        common::send(&service, get()).await.unwrap().status,
+        200,
+        "the revoked token was replaced, not kept"
+    );
+    assert_eq!(server.stats().tokens_issued, 3);
+}

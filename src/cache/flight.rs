@@ -22,8 +22,10 @@ impl TokenCache {
     ///
     /// `replayable`: the request will be retried. When it will not (its body
     /// was not kept), a token that was itself fetched for a `401` within the
-    /// unauthorized backoff is kept too: no retry shows whether fresh tokens
-    /// help, and dropping it would make every such request cost a token.
+    /// unauthorized backoff, and not seen working on a retry since (see
+    /// [`TokenCache::after_retry_answered`]), is kept too: no retry shows
+    /// whether fresh tokens help, and dropping it would make every such
+    /// request cost a token.
     pub(crate) fn invalidate(self: &Arc<Self>, generation: u64, replayable: bool) -> Invalidation {
         let mut state = self.lock();
         let now = Instant::now();

@@ -69,6 +69,20 @@ impl TokenCache {
         After401::Retry
     }
 
+    /// The retry after a `401`, with the token of `generation` fetched for
+    /// it, was answered with something else: the API takes fresh tokens, so
+    /// a later `401` to this one (a revocation) is worth a new token even on
+    /// a request that cannot be retried.
+    pub(crate) fn after_retry_answered(&self, generation: u64) {
+        let mut state = self.lock();
+        if state
+            .fetched_for_401
+            .is_some_and(|(fetched, _)| fetched == generation)
+        {
+            state.fetched_for_401 = None;
+        }
+    }
+
     /// The retry after a `401`, with the token of `generation`, was
     /// answered `401` too: see [`refused_on_retry`](Self::refused_on_retry).
     pub(crate) fn after_second_401(&self, generation: u64) {

@@ -151,6 +151,8 @@ impl WokeloAuthMiddleware {
         let response = next.run(retry, extensions).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             cache.after_second_401(generation);
+        } else {
+            cache.after_retry_answered(generation);
         }
         Ok(response)
     }
