@@ -1,4 +1,4 @@
-//! Figure 6: `WokeloAuthMiddleware`'s per-request cost in a reqwest-middleware
+//! Figure 8: `WokeloAuthMiddleware`'s per-request cost in a reqwest-middleware
 //! chain, against the same chain without it and with a trivial middleware
 //! that inserts a fixed `Authorization` header (the floor for any
 //! middleware that attaches a token).
@@ -16,27 +16,20 @@
 
 mod common;
 
-use std::{
-    convert::Infallible,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-};
+use std::sync::{atomic::Ordering, Arc};
 
 use bytes::Bytes;
 use http::{header::AUTHORIZATION, Extensions, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
-use tokio::{net::TcpListener, runtime::Runtime};
+use tokio::runtime::Runtime;
 use tower::{Layer, ServiceExt};
 use wokelo_auth::{
     reqwest::{tls_config, ReqwestService, WokeloAuthMiddleware},
     ApiBase,
 };
 
-use common::{SideBySide, Table, Target, Variant, API_URL};
+use common::{start_server, Seen, SideBySide, Table, Target, Variant, API_URL};
 
 const IN_FLIGHT: u64 = 16;
 
@@ -105,50 +98,6 @@ fn chain(
         builder = builder.with_arc(m);
     }
     builder.build()
-}
-
-/// Requests the server saw with and without the expected token.
-#[derive(Default)]
-struct Seen {
-    with_token: AtomicU64,
-    without: AtomicU64,
-}
-
-/// A minimal hyper server answering `200` to everything, on its own thread.
-fn start_server(seen: Arc<Seen>) -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let expected = common::bearer();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = TcpListener::from_std(listener).unwrap();
-            while let Ok((stream, _)) = listener.accept().await {
-                stream.set_nodelay(true).unwrap();
-                let (seen, expected) = (seen.clone(), expected.clone());
-                let service = hyper::service::service_fn(move |request: Request<_>| {
-                    let with = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes())
-                        == Some(expected.as_bytes());
-                    let counter = if with {
-                        &seen.with_token
-                    } else {
-                        &seen.without
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
-            }
-        });
-    });
-    addr
 }
 
 /// `n` requests through `client`, one at a time, on `rt`.
@@ -264,7 +213,7 @@ fn main() {
     if !profiling {
         let s = SideBySide::run(&mut variants, rounds, batch);
         table.row(
-            "6a. reqwest-middleware chain, in-process (ns/req)",
+            "8a. reqwest-middleware chain, in-process (ns/req)",
             format!(
                 "WokeloAuthMiddleware {} (+{:.0} ns over the fixed header)",
                 common::ns(s.ns("wokelo_middleware")),
@@ -327,7 +276,7 @@ fn main() {
     );
     let rps = |name| 1e9 / s.ns(name);
     table.row(
-        "6b. reqwest on the wire, HTTP/1.1 keep-alive, 16 in flight (req/s)",
+        "8b. reqwest on the wire, HTTP/1.1 keep-alive, 16 in flight (req/s)",
         format!(
             "WokeloAuthMiddleware {:.0} req/s (ratio of medians {:.3})",
             rps("wokelo_middleware"),
@@ -342,7 +291,7 @@ fn main() {
         Target::AtLeast(0.97),
     );
     table.row(
-        "6c. WokeloAuthLayer over ReqwestService, same setup (req/s)",
+        "8c. WokeloAuthLayer over ReqwestService, same setup (req/s)",
         format!("{:.0} req/s", rps("wokelo_layer_over_reqwest")),
         format!("bare chain {:.0} req/s", rps("bare_chain")),
         1.0 / s.ratio("wokelo_layer_over_reqwest", "bare_chain"),

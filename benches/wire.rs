@@ -11,73 +11,24 @@
 
 mod common;
 
-use std::{
-    convert::Infallible,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-};
+use std::sync::{atomic::Ordering, Arc};
 
 use bytes::Bytes;
-use http::{header::AUTHORIZATION, Request, Response, Uri};
+use http::{Request, Response, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
-    rt::{TokioExecutor, TokioIo},
+    rt::TokioExecutor,
 };
-use tokio::{net::TcpListener, runtime::Runtime};
+use tokio::runtime::Runtime;
 use tower::{Layer, Service};
 use tower_http::auth::AddAuthorizationLayer;
 use wokelo_auth::{ApiBase, ReplayBody};
 
-use common::{get, SideBySide, Table, Target, Variant, TOKEN};
+use common::{get, start_server, Seen, SideBySide, Table, Target, Variant, TOKEN};
 
 const IN_FLIGHT: u64 = 16;
-
-/// Requests the server saw with and without the expected token.
-#[derive(Default)]
-struct Seen {
-    with_token: AtomicU64,
-    without: AtomicU64,
-}
-
-/// Starts the server on its own thread; returns its address.
-fn start_server(seen: Arc<Seen>) -> std::net::SocketAddr {
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    std_listener.set_nonblocking(true).unwrap();
-    let addr = std_listener.local_addr().unwrap();
-    let expected = common::bearer();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = TcpListener::from_std(std_listener).unwrap();
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                stream.set_nodelay(true).unwrap();
-                let (seen, expected) = (seen.clone(), expected.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: Request<_>| {
-                        let counter = match request.headers().get(AUTHORIZATION) {
-                            Some(v) if v == expected.as_str() => &seen.with_token,
-                            _ => &seen.without,
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-    });
-    addr
-}
 
 fn client<B>() -> Client<HttpConnector, B>
 where

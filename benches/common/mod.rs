@@ -584,3 +584,48 @@ where
         }
     }
 }
+
+/// Requests the server saw with and without the expected token.
+#[derive(Default)]
+pub struct Seen {
+    pub with_token: std::sync::atomic::AtomicU64,
+    pub without: std::sync::atomic::AtomicU64,
+}
+
+/// A minimal hyper HTTP/1.1 server answering `200` to everything, on its
+/// own thread, counting the requests with and without [`bearer`]; returns
+/// its address.
+pub fn start_server(seen: std::sync::Arc<Seen>) -> std::net::SocketAddr {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let expected = bearer();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (seen, expected) = (seen.clone(), expected.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<_>| {
+                        let counter = match request.headers().get(http::header::AUTHORIZATION) {
+                            Some(v) if v == expected.as_str() => &seen.with_token,
+                            _ => &seen.without,
+                        };
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
