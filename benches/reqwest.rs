@@ -3,11 +3,11 @@
 //! that inserts a fixed `Authorization` header (the floor for any
 //! middleware that attaches a token).
 //!
-//! - 6a, in-process: the chain ends in a middleware that answers `200` at
+//! - 8a, in-process: the chain ends in a middleware that answers `200` at
 //!   once (no network), one request at a time: the middleware's own cost in
 //!   ns, with reqwest's request building and reqwest-middleware's boxing
 //!   common to all variants.
-//! - 6b, on the wire: one reqwest client (HTTP/1.1 keep-alive) to a minimal
+//! - 8b, on the wire: one reqwest client (HTTP/1.1 keep-alive) to a minimal
 //!   hyper server on 127.0.0.1, 16 requests in flight, as figure 4; also
 //!   the tower path (`WokeloAuthLayer` over `ReqwestService`). The server
 //!   checks that every authenticated request carried the token.
@@ -180,7 +180,7 @@ fn main() {
     let mut table = Table::default();
     let mut c = common::criterion();
 
-    // 6a: in-process.
+    // 8a: in-process.
     let answer: Arc<dyn Middleware> = Arc::new(Answer);
     let mut variants = vec![
         in_process(
@@ -229,7 +229,7 @@ fn main() {
         );
     }
 
-    // 6b: on the wire.
+    // 8b: on the wire.
     let seen = Arc::new(Seen::default());
     let addr = start_server(seen.clone());
     let base = format!("http://{addr}");
@@ -303,6 +303,6 @@ fn main() {
         seen.without.load(Ordering::Relaxed)
     );
     table.finish(&format!(
-        "reqwest: 6a median of {rounds} interleaved rounds of {batch} requests; 6b/6c {wire_rounds} rounds of {wire_batch}"
+        "reqwest: 8a median of {rounds} interleaved rounds of {batch} requests; 8b/8c {wire_rounds} rounds of {wire_batch}"
     ));
 }
