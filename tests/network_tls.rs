@@ -141,4 +141,26 @@ async fn ssl_cert_file_is_read_when_the_client_is_built() {
         1,
         "nothing is sent with a broken trust"
     );
+
+    // A bundle whose only certificate does not parse is refused too, rather
+    // than silently leaving the webpki roots alone.
+    let dir = std::env::temp_dir().join(format!("wokelo-bad-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.pem");
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nTm90IGEgY2VydGlmaWNhdGUu\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let dir_var = std::env::var_os("SSL_CERT_DIR");
+    std::env::remove_var("SSL_CERT_DIR");
+    std::env::set_var("SSL_CERT_FILE", &bad);
+    let result = wokelo_auth::Trust::from_env();
+    std::env::remove_var("SSL_CERT_FILE");
+    if let Some(value) = dir_var {
+        std::env::set_var("SSL_CERT_DIR", value);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let e = result.unwrap_err();
+    assert!(e.to_string().contains("SSL_CERT_FILE="), "{e}");
 }

@@ -92,7 +92,14 @@ impl Trust {
                 "no CA certificate found in {shown}: it must hold PEM (-----BEGIN CERTIFICATE-----) certificates"
             )));
         }
-        let trust = Self::webpki_roots().with_roots(shown, loaded.certs);
+        let trust = Self::webpki_roots().with_roots(shown.clone(), loaded.certs);
+        // A bundle whose certificates all fail to parse would otherwise
+        // leave only the webpki roots, silently.
+        if trust.from.last().is_none_or(|(_, added)| *added == 0) {
+            return Err(ConfigError::new(format!(
+                "none of the certificates in {shown} is a usable CA certificate; point it at a valid PEM bundle or unset it"
+            )));
+        }
         *last = Some((stamps, trust.clone()));
         Ok(trust)
     }
