@@ -24,24 +24,30 @@ use hyper_util::{
 use tower::{service_fn, Layer, ServiceExt};
 use wokelo_auth::{
     testing::{ApiFault, MockServer},
-    token_source_fn, ApiBase, ReplayBody, Token, WokeloAuthLayer,
+    token_source_fn, ApiBase, ReplayBody, Token, WokeloAuthBuilder, WokeloAuthLayer,
 };
 
 use common::{client, status_of};
 
 /// A token source handing out `t1`, `t2`, ..., counting its calls.
 fn counting_layer(base: Option<ApiBase>) -> (Arc<AtomicUsize>, WokeloAuthLayer) {
+    counting_layer_with(|builder| match base {
+        Some(base) => builder.api_base(base),
+        None => builder,
+    })
+}
+
+/// [`counting_layer`] with other settings.
+fn counting_layer_with(
+    configure: impl FnOnce(WokeloAuthBuilder) -> WokeloAuthBuilder,
+) -> (Arc<AtomicUsize>, WokeloAuthLayer) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     let source = token_source_fn(move |_current: Option<&Token>| {
         let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
         async move { Ok(Token::new(format!("t{n}"))) }
     });
-    let mut builder = WokeloAuthLayer::builder(source);
-    if let Some(base) = base {
-        builder = builder.api_base(base);
-    }
-    (calls, builder.build())
+    (calls, configure(WokeloAuthLayer::builder(source)).build())
 }
 
 /// An API of its own on 127.0.0.1 (not the crate's mock) that answers every
@@ -216,15 +222,7 @@ async fn a_revoked_token_is_still_refreshed_and_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn the_window_follows_the_setting() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let source = token_source_fn(move |_current: Option<&Token>| {
-        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        async move { Ok(Token::new(format!("t{n}"))) }
-    });
-    let layer = WokeloAuthLayer::builder(source)
-        .unauthorized_backoff(Duration::ZERO)
-        .build();
+    let (calls, layer) = counting_layer_with(|b| b.unauthorized_backoff(Duration::ZERO));
     let service = layer.layer(refusing(&[]));
     for _ in 0..3 {
         assert_eq!(status(&service).await, 401);
@@ -238,17 +236,9 @@ async fn the_window_follows_the_setting() {
 
 #[tokio::test(start_paused = true)]
 async fn an_api_refusing_every_token_with_bodies_that_are_not_kept_costs_two_tokens() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let source = token_source_fn(move |_current: Option<&Token>| {
-        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        async move { Ok(Token::new(format!("t{n}"))) }
-    });
     // Bodies over the replay cap: no retry, so no retry can show that fresh
     // tokens do not help.
-    let layer = WokeloAuthLayer::builder(source)
-        .max_replay_body_bytes(16)
-        .build();
+    let (calls, layer) = counting_layer_with(|b| b.max_replay_body_bytes(16));
     let service = layer.layer(service_fn(|_: Request<ReplayBody<Full<Bytes>>>| async {
         let mut response = Response::new(Empty::<Bytes>::new());
         *response.status_mut() = StatusCode::UNAUTHORIZED;
