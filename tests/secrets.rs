@@ -185,33 +185,27 @@ async fn plain_http_to_a_host_that_is_not_loopback_is_refused_before_anything_is
     // error would be Unavailable (DNS), not Configuration.
     let credentials = Credentials::new("id", "client-s3cret", "u@example.com", "pa55word")
         .with_base_url("http://wokelo-test.invalid:8080".parse().unwrap());
-    let layer = WokeloAuthLayer::new(PasswordGrant::new(credentials.clone()));
-    let service = client::<Empty<Bytes>>(&layer);
-    let e = send(
-        &service,
-        get("http://wokelo-test.invalid:8080/api/echo".into()),
-    )
-    .await
-    .unwrap_err();
-    let e = e.token_error().expect("a token error");
+    // The token error of one request to the unresolvable host.
+    let token_error = |credentials: Credentials| async move {
+        let layer = WokeloAuthLayer::builder(PasswordGrant::new(credentials))
+            .token_retries(0)
+            .build();
+        let service = client::<Empty<Bytes>>(&layer);
+        let e = send(
+            &service,
+            get("http://wokelo-test.invalid:8080/api/echo".into()),
+        )
+        .await
+        .unwrap_err();
+        e.token_error().expect("a token error").clone()
+    };
+    let e = token_error(credentials.clone()).await;
     assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
     assert!(e.to_string().contains("WOKELO_ALLOW_HTTP=1"), "{e}");
 
     // Opted in, the token request goes out (and fails on DNS here).
-    let layer = WokeloAuthLayer::builder(PasswordGrant::new(credentials.allow_http(true)))
-        .token_retries(0)
-        .build();
-    let service = client::<Empty<Bytes>>(&layer);
-    let e = send(
-        &service,
-        get("http://wokelo-test.invalid:8080/api/echo".into()),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(
-        e.token_error().expect("a token error").kind(),
-        TokenErrorKind::Unavailable
-    );
+    let e = token_error(credentials.allow_http(true)).await;
+    assert_eq!(e.kind(), TokenErrorKind::Unavailable, "{e}");
     assert_absent(
         &captured.text(),
         &["client-s3cret".into(), "pa55word".into()],
